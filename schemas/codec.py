@@ -1,0 +1,66 @@
+"""Decoding of input messages: one JSON event or a JSON array of events, via orjson.
+
+A message is split into accepted events and rejections. Only a message that is not JSON at
+all (or not an object or array) is rejected whole; in a batch each bad event is rejected on
+its own, so one bad event never costs the good ones beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from schemas.events import INPUT_RECORDS
+from schemas.fields import JSON, ValidationError, compile_validator
+
+Validator = Callable[[JSON], JSON]
+
+VALIDATORS: dict[str, Validator] = {r.TOPIC: compile_validator(r) for r in INPUT_RECORDS}
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why one event (or a whole message, when `batch_index` is None) was not accepted."""
+
+    reason: str
+    field: str | None
+    batch_index: int | None
+    raw: bytes
+
+
+def decode_message(value: bytes | None, validate: Validator) -> tuple[list[JSON], list[Rejection]]:
+    """Split one Kafka message value into valid events and rejections."""
+    if not value:
+        return [], [Rejection("empty message", None, None, value or b"")]
+    try:
+        doc: Any = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return [], [Rejection(f"invalid JSON: {exc}", None, None, value)]
+    if isinstance(doc, dict):
+        try:
+            return [validate(doc)], []
+        except ValidationError as exc:
+            return [], [Rejection(str(exc), exc.field, None, value)]
+    if not isinstance(doc, list):
+        kind = type(doc).__name__
+        return [], [Rejection(f"expected a JSON object or array, got {kind}", None, None, value)]
+    events: list[JSON] = []
+    rejections: list[Rejection] = []
+    for index, item in enumerate(doc):
+        if not isinstance(item, dict):
+            raw = orjson.dumps(item)
+            rejections.append(Rejection("event must be a JSON object", None, index, raw))
+            continue
+        try:
+            events.append(validate(item))
+        except ValidationError as exc:
+            rejections.append(Rejection(str(exc), exc.field, index, orjson.dumps(item)))
+    return events, rejections
+
+
+def encode(value: Any) -> bytes:
+    """Encode an output payload; numpy scalars and dataclasses are handled by orjson."""
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -1,0 +1,130 @@
+"""Output records, one per output topic of the contract.
+
+Downstream consumers (alerting, retraining pipelines, dashboards) are written against these;
+the generated JSON Schema files under `schemas/json/` are their machine-readable form.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from dataclasses import field as spec
+from typing import Any, ClassVar, Literal
+
+from schemas.fields import constraint
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An input that could not be accepted, with enough context to find and replay it."""
+
+    TOPIC: ClassVar[str] = "deadletter"
+
+    reason: str = spec(metadata=constraint(doc="what is wrong, naming the field"))
+    topic: str = spec(metadata=constraint(doc="source topic"))
+    partition: int = spec(metadata=constraint(ge=0))
+    offset: int = spec(metadata=constraint(ge=0))
+    ts: float = spec(metadata=constraint(ge=0, doc="wall-clock time of dead-lettering"))
+    value: str = spec(metadata=constraint(doc="the rejected event or message, as text"))
+    field: str | None = spec(default=None, metadata=constraint(doc="the offending field"))
+    batch_index: int | None = spec(
+        default=None, metadata=constraint(ge=0, doc="position of the event in a batch message")
+    )
+    key: str | None = None
+    truncated: bool = False
+    value_encoding: Literal["utf-8", "base64"] = "utf-8"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSnapshot:
+    """All metrics of one model (or `_factory`) over one event-time window."""
+
+    TOPIC: ClassVar[str] = "metrics"
+
+    model: str = spec(metadata=constraint(doc="model name, `_factory` for the rollup"))
+    window_s: float = spec(metadata=constraint(gt=0))
+    window_start: float = spec(metadata=constraint(ge=0))
+    window_end: float = spec(metadata=constraint(ge=0))
+    revision: int = spec(metadata=constraint(ge=0, doc="bumped each time the window changes"))
+    ts: float = spec(metadata=constraint(ge=0, doc="wall-clock time of publication"))
+    predictions: int | None = None
+    failures: int | None = None
+    failure_rate: float | None = None
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    latency_p99_ms: float | None = None
+    labelled: int | None = None
+    accuracy: float | None = None
+    error_rate: float | None = None
+    label_coverage: float | None = None
+    label_delay_p50_s: float | None = None
+    label_delay_p95_s: float | None = None
+    precision: float | None = None
+    recall: float | None = None
+    f1: float | None = None
+    mae: float | None = None
+    rmse: float | None = None
+    cost_usd: float | None = None
+    cost_per_prediction_usd: float | None = None
+    energy_j: float | None = None
+    energy_j_per_prediction: float | None = None
+    gpu_util_avg: float | None = None
+    gpu_util_p95: float | None = None
+    mem_util_avg: float | None = None
+    idle_share: float | None = None
+    training_runs: int | None = None
+    training_time_mean_s: float | None = None
+    training_time_p50_s: float | None = None
+    training_time_max_s: float | None = None
+    deployments: int | None = None
+    rollbacks: int | None = None
+    change_failure_rate: float | None = None
+    retrain_lead_time_s: float | None = None
+    retrains: int | None = None
+    days_since_retrain: float | None = None
+    satisfaction: float | None = None
+    thumbs_up_rate: float | None = None
+    engagement_rate: float | None = None
+    innovations: int | None = None
+    innovation_share: float | None = None
+    drift_psi: float | None = spec(default=None, metadata=constraint(doc="PSI of the score"))
+    drift_psi_features: dict[str, float] | None = None
+    drifted_feature_share: float | None = None
+    error_drift: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """A rule starting or ending to fire; published once per transition."""
+
+    TOPIC: ClassVar[str] = "alerts"
+
+    alert_id: str
+    rule: str
+    model: str
+    state: Literal["firing", "resolved"]
+    severity: str
+    value: float
+    threshold: float
+    window_start: float
+    window_end: float
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class RetrainingRequest:
+    """Drift warranted retraining of a model; at most one per model per cooldown."""
+
+    TOPIC: ClassVar[str] = "retraining"
+
+    request_id: str
+    model: str
+    version: str
+    rule: str
+    reason: str
+    window_start: float
+    window_end: float
+    ts: float
+    evidence: dict[str, Any] = spec(default_factory=dict)
+
+
+OUTPUT_RECORDS: tuple[type[Any], ...] = (DeadLetter, MetricSnapshot, Alert, RetrainingRequest)

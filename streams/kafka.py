@@ -1,0 +1,101 @@
+"""Kafka client wiring shared by the worker, the tools and the tests.
+
+Security settings reach every client from here, so SASL/TLS configured once in the environment
+applies to Faust, to plain aiokafka producers and consumers, and to topic administration alike.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.helpers import create_ssl_context
+
+from streams.settings import Settings
+from streams.topics import Topics
+
+_TOPIC_ALREADY_EXISTS = 36
+
+
+class TopicLayoutError(RuntimeError):
+    """An existing topic's partition count breaks co-partitioning of inputs and tables."""
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    sec = settings.security
+    if not sec.protocol.endswith("SSL"):
+        return None
+    return create_ssl_context(
+        cafile=sec.ssl_cafile, certfile=sec.ssl_certfile, keyfile=sec.ssl_keyfile
+    )
+
+
+def client_kwargs(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for any aiokafka client (producer, consumer, admin)."""
+    sec = settings.security
+    kwargs: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "security_protocol": sec.protocol,
+    }
+    context = ssl_context(settings)
+    if context is not None:
+        kwargs["ssl_context"] = context
+    if sec.protocol.startswith("SASL"):
+        kwargs["sasl_mechanism"] = sec.sasl_mechanism
+        kwargs["sasl_plain_username"] = sec.sasl_username
+        kwargs["sasl_plain_password"] = sec.sasl_password
+    return kwargs
+
+
+def faust_credentials(settings: Settings) -> Any:
+    """The `broker_credentials` for Faust, or None for plaintext."""
+    import faust
+
+    sec = settings.security
+    if sec.protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=sec.sasl_username,
+            password=sec.sasl_password,
+            mechanism=sec.sasl_mechanism,
+            ssl_context=ssl_context(settings),
+        )
+    if sec.protocol == "SSL":
+        return faust.SSLCredentials(ssl_context(settings))
+    return None
+
+
+async def ensure_topics(settings: Settings, extra: list[str] | None = None) -> list[str]:
+    """Create the service's topics if missing; return the names created.
+
+    Faust only creates its internal topics, and a source topic missing when the group
+    assigns partitions is silently skipped, so the worker creates every input and output
+    topic before it joins. Input topics must all have the configured partition count:
+    tables are co-partitioned with them.
+    """
+    topics = Topics(settings.topic_prefix)
+    wanted = [*topics.all(), *(extra or [])]
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in wanted if t not in existing]
+        if missing:
+            response = await admin.create_topics([
+                NewTopic(t, settings.partitions, settings.replication_factor) for t in missing
+            ])
+            for name, code, *_ in response.topic_errors:
+                if code not in (0, _TOPIC_ALREADY_EXISTS):
+                    raise RuntimeError(f"could not create topic {name}: error code {code}")
+        inputs = list(topics.inputs.values())
+        for described in await admin.describe_topics(inputs):
+            count = len(described["partitions"])
+            if count != settings.partitions:
+                raise TopicLayoutError(
+                    f"topic {described['topic']} has {count} partitions but "
+                    f"FACTORY_PARTITIONS is {settings.partitions}: every input topic must "
+                    "have the configured count (tables are co-partitioned with them)"
+                )
+        return missing
+    finally:
+        await admin.close()

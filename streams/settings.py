@@ -1,0 +1,302 @@
+"""The one frozen settings object: environment over the TOML config file over defaults.
+
+Everything is validated when the settings are loaded, so a bad value fails the worker at start
+with a message naming the key (`FACTORY_PARTITIONS`, `windows.sizes[1]`, ...) instead of
+surfacing later as a confusing runtime error.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+T = TypeVar("T")
+
+DEFAULT_BOOTSTRAP = "localhost:9092"
+DEFAULT_PREFIX = "factory."
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_TOPIC_CHARS = re.compile(r"^[A-Za-z0-9._-]*$")
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message starts with the key."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"invalid configuration {key}: {problem}")
+        self.key = key
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSecurity:
+    """Client security settings passed through to every Kafka client unchanged."""
+
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Prices:
+    """Compute prices: USD per device-hour by `device_name` or `kind`, and per kWh."""
+
+    per_hour: Mapping[str, float] = field(default_factory=dict)
+    per_kwh: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Typed configuration of one factory-pulse process."""
+
+    bootstrap: str = DEFAULT_BOOTSTRAP
+    topic_prefix: str = DEFAULT_PREFIX
+    partitions: int = 4
+    replication_factor: int = 1
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    app_id: str = "factory-pulse"
+    store: Literal["rocksdb", "memory"] = "rocksdb"
+    state_dir: Path = Path(".factory")
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    window_sizes: tuple[float, ...] = (60.0,)
+    retention_s: float = 2 * 86400.0
+    label_horizon_s: float = 86400.0
+    prices: Prices = field(default_factory=Prices)
+    regressors: frozenset[str] = frozenset()
+    config_path: Path | None = None
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        return [s.strip() for s in self.bootstrap.split(",") if s.strip()]
+
+    @property
+    def data_dir(self) -> Path:
+        """Where this app's table store lives; one folder per app id."""
+        return self.state_dir / "worker" / self.app_id
+
+
+def parse_duration(key: str, value: Any) -> float:
+    """Seconds from a number or a string like `90s`, `15m`, `1h`, `1d`."""
+    if isinstance(value, bool):
+        raise ConfigError(key, f"expected a duration, got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    else:
+        raise ConfigError(key, f"expected a duration such as 60, '60s', '1h' or '1d', got {value!r}")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(key, f"must be a positive duration, got {value!r}")
+    return seconds
+
+
+def _int(key: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise ConfigError(key, f"expected an integer, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(key, f"expected an integer, got {value!r}")
+    if not low <= value <= high:
+        raise ConfigError(key, f"must be between {low} and {high}, got {value}")
+    return value
+
+
+def _price(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(key, f"expected a price in USD, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(key, f"must be a non-negative number, got {value!r}")
+    return float(value)
+
+
+def _str(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(key, f"expected a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def _choice(key: str, value: Any, choices: tuple[str, ...]) -> Any:
+    if value not in choices:
+        raise ConfigError(key, f"expected one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _table(key: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(key, f"expected a table, got {value!r}")
+    return value
+
+
+def _reject_unknown(section: str, values: Mapping[str, Any], known: set[str]) -> None:
+    for name in values:
+        if name not in known:
+            where = f"{section}.{name}" if section else name
+            raise ConfigError(where, f"unknown key (known: {', '.join(sorted(known))})")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError("FACTORY_CONFIG", f"file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("FACTORY_CONFIG", f"{path} is not valid TOML: {exc}") from None
+
+
+_SECTIONS = {
+    "kafka": {"bootstrap", "topic_prefix", "partitions", "replication_factor"},
+    "worker": {"app_id", "store", "state_dir", "web_host", "web_port"},
+    "windows": {"sizes", "retention", "label_horizon"},
+    "prices": {"per_hour", "per_kwh"},
+}
+_TOP_LEVEL = {*_SECTIONS, "regressors"}
+
+
+def _flatten(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """`{"kafka": {"partitions": 2}}` -> `{"kafka.partitions": 2}`, rejecting unknown keys."""
+    _reject_unknown("", doc, _TOP_LEVEL)
+    flat: dict[str, Any] = {}
+    for section, keys in _SECTIONS.items():
+        values = _table(section, doc.get(section, {}))
+        _reject_unknown(section, values, keys)
+        flat.update({f"{section}.{k}": v for k, v in values.items()})
+    if "regressors" in doc:
+        flat["regressors"] = doc["regressors"]
+    return flat
+
+
+_ENV_KEYS = {
+    "FACTORY_KAFKA_BOOTSTRAP": "kafka.bootstrap",
+    "FACTORY_TOPIC_PREFIX": "kafka.topic_prefix",
+    "FACTORY_PARTITIONS": "kafka.partitions",
+    "FACTORY_REPLICATION_FACTOR": "kafka.replication_factor",
+    "FACTORY_APP_ID": "worker.app_id",
+    "FACTORY_STORE": "worker.store",
+    "FACTORY_STATE_DIR": "worker.state_dir",
+    "FACTORY_WEB_HOST": "worker.web_host",
+    "FACTORY_WEB_PORT": "worker.web_port",
+}
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build and validate the settings from environment variables and `FACTORY_CONFIG`."""
+    env = os.environ if env is None else env
+    config_path = Path(env["FACTORY_CONFIG"]) if env.get("FACTORY_CONFIG") else None
+    values = _flatten(_read_toml(config_path)) if config_path else {}
+    names = {key: key for key in values}
+    for env_key, key in _ENV_KEYS.items():
+        if env.get(env_key):
+            values[key] = env[env_key]
+            names[key] = env_key
+
+    def get(key: str, default: T, parse: Callable[[str, Any], T]) -> T:
+        return parse(names[key], values[key]) if key in values else default
+
+    prefix = get("kafka.topic_prefix", DEFAULT_PREFIX, lambda k, v: _topic_part(k, v, True))
+    sizes = get("windows.sizes", (60.0,), _window_sizes)
+    retention = get("windows.retention", 2 * 86400.0, parse_duration)
+    if retention < max(sizes):
+        raise ConfigError(names["windows.retention"] if "windows.retention" in names
+                          else "windows.sizes",
+                          f"retention ({retention:g}s) is shorter than the largest window "
+                          f"({max(sizes):g}s)")
+    return Settings(
+        bootstrap=get("kafka.bootstrap", DEFAULT_BOOTSTRAP, _bootstrap),
+        topic_prefix=prefix,
+        partitions=get("kafka.partitions", 4, lambda k, v: _int(k, v, 1, 1024)),
+        replication_factor=get("kafka.replication_factor", 1, lambda k, v: _int(k, v, 1, 16)),
+        security=_security(env),
+        app_id=get("worker.app_id", "factory-pulse", lambda k, v: _topic_part(k, v, False)),
+        store=get("worker.store", "rocksdb", lambda k, v: _choice(k, v, ("rocksdb", "memory"))),
+        state_dir=get("worker.state_dir", Path(".factory"), lambda k, v: Path(_str(k, v))),
+        web_host=get("worker.web_host", "127.0.0.1", _str),
+        web_port=get("worker.web_port", 6066, lambda k, v: _int(k, v, 1, 65535)),
+        window_sizes=sizes,
+        retention_s=retention,
+        label_horizon_s=get("windows.label_horizon", 86400.0, parse_duration),
+        prices=_prices(values),
+        regressors=get("regressors", frozenset(), _regressors),
+        config_path=config_path,
+    )
+
+
+def _topic_part(key: str, value: Any, allow_empty: bool) -> str:
+    if not isinstance(value, str) or (not value and not allow_empty):
+        raise ConfigError(key, f"expected a string, got {value!r}")
+    if not _TOPIC_CHARS.match(value) or len(value) > 100:
+        raise ConfigError(key, f"may hold only letters, digits, '.', '_' and '-', got {value!r}")
+    return value
+
+
+def _bootstrap(key: str, value: Any) -> str:
+    text = _str(key, value)
+    for server in text.split(","):
+        host, sep, port = server.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(key, f"expected host:port[,host:port...], got {value!r}")
+    return text
+
+
+def _window_sizes(key: str, value: Any) -> tuple[float, ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(key, f"expected a non-empty list of durations, got {value!r}")
+    sizes = tuple(parse_duration(f"{key}[{i}]", v) for i, v in enumerate(value))
+    if len(set(sizes)) != len(sizes):
+        raise ConfigError(key, "window sizes must be distinct")
+    return tuple(sorted(sizes))
+
+
+def _prices(values: Mapping[str, Any]) -> Prices:
+    per_hour = _table("prices.per_hour", values.get("prices.per_hour", {}))
+    per_kwh = values.get("prices.per_kwh")
+    return Prices(
+        per_hour={_str("prices.per_hour", k): _price(f"prices.per_hour.{k}", v)
+                  for k, v in per_hour.items()},
+        per_kwh=None if per_kwh is None else _price("prices.per_kwh", per_kwh),
+    )
+
+
+def _regressors(key: str, value: Any) -> frozenset[str]:
+    if not isinstance(value, list):
+        raise ConfigError(key, f"expected a list of model names, got {value!r}")
+    return frozenset(_str(f"{key}[{i}]", v) for i, v in enumerate(value))
+
+
+def _security(env: Mapping[str, str]) -> KafkaSecurity:
+    protocol = env.get("FACTORY_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper()
+    _choice("FACTORY_KAFKA_SECURITY_PROTOCOL", protocol,
+            ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"))
+    mechanism = env.get("FACTORY_KAFKA_SASL_MECHANISM")
+    if protocol.startswith("SASL"):
+        mechanism = _choice("FACTORY_KAFKA_SASL_MECHANISM", (mechanism or "PLAIN").upper(),
+                            ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"))
+        for key in ("FACTORY_KAFKA_SASL_USERNAME", "FACTORY_KAFKA_SASL_PASSWORD"):
+            if not env.get(key):
+                raise ConfigError(key, f"required when the security protocol is {protocol}")
+    for key in ("FACTORY_KAFKA_SSL_CAFILE", "FACTORY_KAFKA_SSL_CERTFILE",
+                "FACTORY_KAFKA_SSL_KEYFILE"):
+        if env.get(key) and not Path(env[key]).is_file():
+            raise ConfigError(key, f"file not found: {env[key]}")
+    return KafkaSecurity(
+        protocol=protocol,  # type: ignore[arg-type]
+        sasl_mechanism=mechanism,
+        sasl_username=env.get("FACTORY_KAFKA_SASL_USERNAME"),
+        sasl_password=env.get("FACTORY_KAFKA_SASL_PASSWORD"),
+        ssl_cafile=env.get("FACTORY_KAFKA_SSL_CAFILE"),
+        ssl_certfile=env.get("FACTORY_KAFKA_SSL_CERTFILE"),
+        ssl_keyfile=env.get("FACTORY_KAFKA_SSL_KEYFILE"),
+    )

@@ -1,0 +1,43 @@
+"""Every topic and table name in one place.
+
+Changelog topics are named after the app id and the table name: renaming either loses the
+state kept in them, so these names are part of the deployment's contract.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas.events import INPUT_RECORDS
+from schemas.outputs import OUTPUT_RECORDS
+
+INPUT_TOPICS: tuple[str, ...] = tuple(r.TOPIC for r in INPUT_RECORDS)
+OUTPUT_TOPICS: tuple[str, ...] = tuple(r.TOPIC for r in OUTPUT_RECORDS)
+
+# Table names (the changelog topic is `<app_id>-<table>-changelog`).
+INGEST_TABLE = "ingest"
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Full topic names under one prefix."""
+
+    prefix: str
+
+    def name(self, base: str) -> str:
+        return f"{self.prefix}{base}"
+
+    @property
+    def inputs(self) -> dict[str, str]:
+        return {base: self.name(base) for base in INPUT_TOPICS}
+
+    @property
+    def outputs(self) -> dict[str, str]:
+        return {base: self.name(base) for base in OUTPUT_TOPICS}
+
+    @property
+    def deadletter(self) -> str:
+        return self.name("deadletter")
+
+    def all(self) -> list[str]:
+        return [*self.inputs.values(), *self.outputs.values()]
