@@ -195,9 +195,8 @@ def field_specs(record: type[Any]) -> tuple[FieldSpec, ...]:
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         default = None if required or f.default is dataclasses.MISSING else f.default
         meta = dict(f.metadata)
-        specs.append(
-            FieldSpec(f.name, tp, required, nullable, default, meta, _bounded(_base_checker(tp), meta))
-        )
+        check = _bounded(_base_checker(tp), meta)
+        specs.append(FieldSpec(f.name, tp, required, nullable, default, meta, check))
     return tuple(specs)
 
 

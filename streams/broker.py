@@ -166,7 +166,7 @@ class LocalBroker:
     def _java(self, libs: Path) -> list[str]:
         java = shutil.which("java")
         if java is None:
-            raise BrokerError("java is not on PATH; install a JDK 17+ (apt-get install default-jdk)")
+            raise BrokerError("java is not on PATH; install Java 17+ (openjdk-17-jre)")
         return [java, f"-Xms{self.heap}", f"-Xmx{self.heap}", "-XX:+UseG1GC",
                 "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
                 f"-Dlog4j2.configurationFile={LOG4J}", "-cp", f"{libs}/*"]

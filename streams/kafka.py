@@ -26,9 +26,10 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     sec = settings.security
     if not sec.protocol.endswith("SSL"):
         return None
-    return create_ssl_context(
+    context: ssl.SSLContext = create_ssl_context(
         cafile=sec.ssl_cafile, certfile=sec.ssl_certfile, keyfile=sec.ssl_keyfile
     )
+    return context
 
 
 def client_kwargs(settings: Settings) -> dict[str, Any]:

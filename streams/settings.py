@@ -95,7 +95,7 @@ def parse_duration(key: str, value: Any) -> float:
     elif isinstance(value, str) and (m := _DURATION.match(value)):
         seconds = float(m.group(1)) * _UNITS[m.group(2) or "s"]
     else:
-        raise ConfigError(key, f"expected a duration such as 60, '60s', '1h' or '1d', got {value!r}")
+        raise ConfigError(key, f"expected a duration such as 60, '1h' or '1d', got {value!r}")
     if not math.isfinite(seconds) or seconds <= 0:
         raise ConfigError(key, f"must be a positive duration, got {value!r}")
     return seconds
@@ -207,11 +207,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         return parse(names[key], values[key]) if key in values else default
 
     prefix = get("kafka.topic_prefix", DEFAULT_PREFIX, lambda k, v: _topic_part(k, v, True))
-    sizes = get("windows.sizes", (60.0,), _window_sizes)
+    sizes: tuple[float, ...] = get("windows.sizes", (60.0,), _window_sizes)
     retention = get("windows.retention", 2 * 86400.0, parse_duration)
     if retention < max(sizes):
-        raise ConfigError(names["windows.retention"] if "windows.retention" in names
-                          else "windows.sizes",
+        raise ConfigError(names.get("windows.retention", "windows.sizes"),
                           f"retention ({retention:g}s) is shorter than the largest window "
                           f"({max(sizes):g}s)")
     return Settings(

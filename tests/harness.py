@@ -1,0 +1,180 @@
+"""Helpers for integration tests: real worker processes, producing and reading topics."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import RecordMetadata
+
+from streams.kafka import ensure_topics
+from streams.settings import Settings, load_settings
+
+CLI = [sys.executable, "-m", "streams.cli"]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Env:
+    """A unique namespace on the shared broker: topic prefix, app id, state folder, port."""
+
+    bootstrap: str
+    state_dir: Path
+    partitions: int = 2
+    name: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:10]}")
+    web_port: int = field(default_factory=free_port)
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.name}."
+
+    def topic(self, base: str) -> str:
+        return f"{self.prefix}{base}"
+
+    def vars(self) -> dict[str, str]:
+        return {
+            "FACTORY_KAFKA_BOOTSTRAP": self.bootstrap,
+            "FACTORY_TOPIC_PREFIX": self.prefix,
+            "FACTORY_APP_ID": self.name,
+            "FACTORY_PARTITIONS": str(self.partitions),
+            "FACTORY_STATE_DIR": str(self.state_dir),
+            "FACTORY_WEB_PORT": str(self.web_port),
+            **self.extra,
+        }
+
+    def settings(self) -> Settings:
+        return load_settings(self.vars())
+
+    def create_topics(self) -> None:
+        asyncio.run(ensure_topics(self.settings()))
+
+
+class Worker:
+    """A `factory-pulse worker` process, as users run it."""
+
+    def __init__(self, env: Env, log: Path) -> None:
+        self.env = env
+        self.log_path = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 60.0) -> Worker:
+        environ = {**os.environ, **self.env.vars(), "PYTHONUNBUFFERED": "1"}
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen([*CLI, "worker"], env=environ, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        self.wait_ready(timeout_s)
+        return self
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        marker = b"[^Worker]: Ready"
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited {self.proc.returncode}:\n{self.log_tail()}")
+            if self.log_path.read_bytes().count(marker) > self.ready_seen:
+                self.ready_seen += 1
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"worker not ready in {timeout_s}s:\n{self.log_tail()}")
+
+    ready_seen = 0
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def get(self, path: str) -> Any:
+        url = f"http://127.0.0.1:{self.env.web_port}{path}"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return orjson.loads(resp.read())
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+
+def wait_for(predicate: Any, timeout_s: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
+
+
+async def _produce(bootstrap: str, records: Iterable[tuple[str, int | None, bytes | None]],
+                   ) -> list[RecordMetadata]:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, partition=partition)
+                   for topic, partition, value in records]
+        return [await f for f in futures]
+    finally:
+        await producer.stop()
+
+
+def produce(bootstrap: str, records: Iterable[tuple[str, int | None, bytes | None]],
+            ) -> list[RecordMetadata]:
+    """Produce (topic, partition, value) records in order; return their metadata."""
+    return asyncio.run(_produce(bootstrap, list(records)))
+
+
+async def _read_all(bootstrap: str, topic: str) -> list[Any]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or [])]
+        if not parts:
+            await consumer._client.force_metadata_update()
+            parts = [TopicPartition(topic, p)
+                     for p in (consumer.partitions_for_topic(topic) or [])]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        out = []
+        while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
+            batch = await consumer.getmany(timeout_ms=1000)
+            for messages in batch.values():
+                out.extend(messages)
+        return out
+    finally:
+        await consumer.stop()
+
+
+def read_all(bootstrap: str, topic: str) -> list[Any]:
+    """Every record currently in `topic`, all partitions, from the beginning to the end."""
+    return asyncio.run(_read_all(bootstrap, topic))

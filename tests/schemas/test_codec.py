@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import orjson
+
+from schemas.codec import VALIDATORS, decode_message
+from tests.events import VALID, with_field
+
+VALIDATE = VALIDATORS["predictions"]
+
+
+def test_single_object_and_batch_decode_to_events() -> None:
+    one = VALID["predictions"]
+    events, rejected = decode_message(orjson.dumps(one), VALIDATE)
+    assert (len(events), rejected) == (1, [])
+    events, rejected = decode_message(orjson.dumps([one] * 5), VALIDATE)
+    assert (len(events), rejected) == (5, [])
+
+
+def test_bad_events_in_a_batch_are_rejected_alone_with_their_index() -> None:
+    good = VALID["predictions"]
+    batch = [good, with_field("predictions", "ts", "x"), good, 42, good]
+    events, rejected = decode_message(orjson.dumps(batch), VALIDATE)
+    assert len(events) == 3
+    assert [(r.batch_index, r.field) for r in rejected] == [(1, "ts"), (3, None)]
+    assert orjson.loads(rejected[0].raw)["ts"] == "x"
+
+
+def test_whole_message_rejections() -> None:
+    cases = {
+        b"": "empty message",
+        b"{not json": "invalid JSON",
+        b'{"ts": NaN}': "invalid JSON",
+        b'{"ts": 1e999}': "invalid JSON",
+        b'"a string"': "expected a JSON object or array, got str",
+        b"\xff\xfe": "invalid JSON",
+    }
+    for raw, words in cases.items():
+        events, rejected = decode_message(raw, VALIDATE)
+        assert events == []
+        assert len(rejected) == 1
+        assert words in rejected[0].reason
+        assert rejected[0].batch_index is None
+        assert rejected[0].raw == raw
+
+
+def test_empty_batch_is_no_events_and_no_rejection() -> None:
+    assert decode_message(b"[]", VALIDATE) == ([], [])
