@@ -69,6 +69,17 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from streams.broker import BrokerError
+    from streams.demo import run_demo
+
+    try:
+        return run_demo(load_settings(), _default_port(), [["worker"]])
+    except BrokerError as exc:
+        print(f"factory-pulse demo: {exc}", file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="factory-pulse",
@@ -90,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--loglevel", default="info",
                         choices=("debug", "info", "warning", "error"))
     worker.set_defaults(run=_worker)
+
+    demo = sub.add_parser("demo", help="run the local broker and the services together")
+    demo.set_defaults(run=_demo)
     return parser
 
 
