@@ -1,0 +1,48 @@
+"""The aggregator protocol and a base for families made of plain sums."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Protocol, Self
+
+
+class Aggregator(Protocol):
+    """What every metric family implements (the contract test suite checks all of them)."""
+
+    def merge(self, other: Self) -> Self: ...
+
+    def to_state(self) -> dict[str, Any]: ...
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Self: ...
+
+    def value(self) -> dict[str, Any] | None: ...
+
+
+class Sums:
+    """Named counters merged by addition; subclasses list them in `FIELDS`."""
+
+    FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self) -> None:
+        for name in self.FIELDS:
+            setattr(self, name, 0)
+
+    def merge(self, other: Self) -> Self:
+        out = type(self)()
+        for name in self.FIELDS:
+            setattr(out, name, getattr(self, name) + getattr(other, name))
+        return out
+
+    def to_state(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.FIELDS if getattr(self, name)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Self:
+        out = cls()
+        for name, value in state.items():
+            setattr(out, name, value)
+        return out
+
+
+def ratio(num: float, den: float) -> float | None:
+    return num / den if den else None
