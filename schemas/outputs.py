@@ -36,16 +36,25 @@ class DeadLetter:
 
 @dataclass(frozen=True, slots=True)
 class MetricSnapshot:
-    """All metrics of one model (or `_factory`) over one event-time window."""
+    """All metrics of one entity over one event-time window.
+
+    The entity is a model (`_factory` for the rollup, `_unattributed` for telemetry that names
+    no model), a device, a host or a pipeline stage, as `scope` says.
+    """
 
     TOPIC: ClassVar[str] = "metrics"
 
-    model: str = spec(metadata=constraint(doc="model name, `_factory` for the rollup"))
+    scope: Literal["model", "device", "host", "pipeline"]
     window_s: float = spec(metadata=constraint(gt=0))
     window_start: float = spec(metadata=constraint(ge=0))
     window_end: float = spec(metadata=constraint(ge=0))
     revision: int = spec(metadata=constraint(ge=0, doc="bumped each time the window changes"))
     ts: float = spec(metadata=constraint(ge=0, doc="wall-clock time of publication"))
+    model: str | None = spec(default=None, metadata=constraint(doc="scope model"))
+    host: str | None = spec(default=None, metadata=constraint(doc="scope device or host"))
+    device: str | None = spec(default=None, metadata=constraint(doc="scope device"))
+    pipeline: str | None = spec(default=None, metadata=constraint(doc="scope pipeline"))
+    stage: str | None = spec(default=None, metadata=constraint(doc="scope pipeline"))
     predictions: int | None = None
     failures: int | None = None
     failure_rate: float | None = None
@@ -81,6 +90,13 @@ class MetricSnapshot:
     retrain_lead_time_s: float | None = None
     retrains: int | None = None
     days_since_retrain: float | None = None
+    batches: int | None = None
+    records: int | None = None
+    records_per_s: float | None = None
+    bytes_per_s: float | None = None
+    pipeline_error_rate: float | None = None
+    feedback: int | None = None
+    engaged: int | None = None
     satisfaction: float | None = None
     thumbs_up_rate: float | None = None
     engagement_rate: float | None = None

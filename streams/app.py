@@ -11,30 +11,40 @@ from typing import Any
 
 import faust
 
-from agents import ingest
+from agents.deployments import DeploymentLogic
+from agents.feedback import FeedbackLogic
+from agents.pipeline import PipelineLogic
+from agents.predictions import PredictionLogic
+from agents.snapshots import SnapshotStage
+from agents.snapshots import run as run_snapshots
+from agents.telemetry import TelemetryLogic
 from streams import http
 from streams.kafka import faust_credentials
 from streams.settings import Settings
-from streams.topics import INGEST_TABLE, Topics
+from streams.shard import ShardRuntime
+from streams.topics import BYID_TOPIC, PARTIALS_TOPIC, SNAPSHOT_TABLE, Topics, shard_table
+
+JSON_SCHEMA = faust.Schema(key_serializer="json", value_serializer="json")
+HEARTBEAT_S = 1.0
+# faust-streaming #173: the producer buffer flushes every 100 messages by default, which
+# throttles changelog writes far below what one flush produces.
+PRODUCER_BUFFER_MESSAGES = 10_000
 
 
 @dataclass(frozen=True, slots=True)
 class Pulse:
-    """The running service's parts, handed to agents and views instead of module globals."""
+    """The running service's parts, handed to views and tests instead of module globals."""
 
     settings: Settings
     app: Any
     inputs: dict[str, Any]
     outputs: dict[str, Any]
-    ingest: Any
+    runtimes: dict[str, ShardRuntime]
+    snapshots: SnapshotStage
 
 
-JSON_SCHEMA = faust.Schema(key_serializer="json", value_serializer="json")
-
-
-def create_app(settings: Settings) -> Pulse:
-    """Build the Faust app for these settings."""
-    app = faust.App(
+def _faust_app(settings: Settings) -> Any:
+    return faust.App(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers],
         broker_credentials=faust_credentials(settings),
@@ -47,20 +57,74 @@ def create_app(settings: Settings) -> Pulse:
         value_serializer="raw",
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        producer_linger_ms=5,
+        producer_max_batch_size=1024 * 1024,
+        producer_max_request_size=2 * 1024 * 1024,
+        stream_buffer_maxsize=max(4096, settings.max_batch * 2),
+        broker_commit_interval=1.0,
         web_enabled=True,
         web_host=settings.web_host,
         web_bind=settings.web_host,
         web_port=settings.web_port,
         autodiscover=False,
     )
+
+
+def create_app(settings: Settings) -> Pulse:
+    """Build the Faust app for these settings."""
+    app = _faust_app(settings)
     topics = Topics(settings.topic_prefix)
-    inputs = {base: app.topic(name, partitions=settings.partitions)
-              for base, name in topics.inputs.items()}
-    outputs = {base: app.topic(name, partitions=settings.partitions)
-               for base, name in topics.outputs.items()}
-    progress = app.Table(INGEST_TABLE, partitions=settings.partitions, schema=JSON_SCHEMA)
-    for base, source in inputs.items():
-        ingest.register(app, source, base, outputs["deadletter"], progress)
-    pulse = Pulse(settings, app, inputs, outputs, progress)
+    n = settings.partitions
+    inputs = topics.inputs
+    outputs = {base: app.topic(name, partitions=n) for base, name in topics.outputs.items()}
+    byid = app.topic(f"{settings.app_id}-{BYID_TOPIC}", partitions=n)
+    partials = app.topic(f"{settings.app_id}-{PARTIALS_TOPIC}", partitions=1)
+
+    families: dict[str, tuple[Any, dict[str, str]]] = {
+        "predictions": (PredictionLogic, {inputs["predictions"]: "predictions",
+                                          inputs["labels"]: "labels",
+                                          byid.get_topic_name(): "byid"}),
+        "feedback": (FeedbackLogic, {inputs["feedback"]: "feedback"}),
+        "telemetry": (TelemetryLogic, {inputs["telemetry"]: "telemetry"}),
+        "pipeline": (PipelineLogic, {inputs["pipeline"]: "pipeline"}),
+        "deployments": (DeploymentLogic, {inputs["deployments"]: "deployments"}),
+    }
+    runtimes: dict[str, ShardRuntime] = {}
+    for family, (logic_type, sources) in families.items():
+        table = app.Table(shard_table(family), partitions=n, schema=JSON_SCHEMA)
+        runtime = ShardRuntime(app, settings, logic_type(settings, sources), table, partials,
+                               outputs["deadletter"], byid=byid)
+        channel = app.topic(*sources, partitions=n)
+        app.agent(channel, name=f"{family}_shards")(runtime.run)
+        app.timer(HEARTBEAT_S, name=f"{family}_heartbeat")(_beat(runtime))
+        runtimes[family] = runtime
+
+    table = app.Table(SNAPSHOT_TABLE, partitions=1, schema=JSON_SCHEMA)
+    stage = SnapshotStage(settings, table, outputs["metrics"], app)
+
+    async def snapshots(stream: Any) -> None:
+        await run_snapshots(stage, stream)
+
+    app.agent(partials, name="snapshots")(snapshots)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        for runtime in runtimes.values():
+            runtime.forget(tp.partition for tp in revoked if tp.topic in runtime.logic.sources)
+        if any(tp.topic == partials.get_topic_name() for tp in revoked):
+            stage.forget()
+
+    @app.task
+    async def tune_producer() -> None:
+        app.producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
+
+    pulse = Pulse(settings, app, inputs, outputs, runtimes, stage)
     http.register(pulse)
     return pulse
+
+
+def _beat(runtime: ShardRuntime) -> Any:
+    async def beat() -> None:
+        await runtime.heartbeat()
+
+    return beat

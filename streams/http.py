@@ -8,11 +8,13 @@ if TYPE_CHECKING:
     from streams.app import Pulse
 
 
-def ingest_totals(rows: Any) -> dict[str, dict[str, int]]:
-    """Per-topic totals from the ingest progress rows `{"topic:partition": counts}`."""
+def ingest_totals(rows: Any, inputs: set[str]) -> dict[str, dict[str, int]]:
+    """Per-input-topic totals from the rows `{"<partition>|ingest|<topic>": counts}`."""
     totals: dict[str, dict[str, int]] = {}
     for key, counts in rows:
-        topic = key.rpartition(":")[0]
+        kind, _, topic = key.partition("|")[2].partition("|")
+        if kind != "ingest" or topic not in inputs:
+            continue
         into = totals.setdefault(topic, {"messages": 0, "accepted": 0, "rejected": 0})
         for name in into:
             into[name] += counts[name]
@@ -25,7 +27,11 @@ def register(pulse: Pulse) -> None:
     @app.page("/api/v1/ingest")
     async def ingest_view(web: Any, request: Any) -> Any:
         """What this worker's partitions accepted and dead-lettered, per input topic."""
-        return web.json({"topics": ingest_totals(pulse.ingest.items())})
+        inputs = set(pulse.inputs.values())
+        totals: dict[str, dict[str, int]] = {}
+        for runtime in pulse.runtimes.values():
+            totals.update(ingest_totals(runtime.table.items(), inputs))
+        return web.json({"topics": totals})
 
     @app.page("/healthz")
     async def health_view(web: Any, request: Any) -> Any:

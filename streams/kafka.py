@@ -13,7 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.helpers import create_ssl_context
 
 from streams.settings import Settings
-from streams.topics import Topics
+from streams.topics import Topics, internal_topics
 
 _TOPIC_ALREADY_EXISTS = 36
 
@@ -66,16 +66,17 @@ def faust_credentials(settings: Settings) -> Any:
     return None
 
 
-async def ensure_topics(settings: Settings, extra: list[str] | None = None) -> list[str]:
+async def ensure_topics(settings: Settings) -> list[str]:
     """Create the service's topics if missing; return the names created.
 
-    Faust only creates its internal topics, and a source topic missing when the group
-    assigns partitions is silently skipped, so the worker creates every input and output
+    Faust only creates its changelogs, and a source topic missing when the group assigns
+    partitions is silently skipped, so the worker creates every input, output and internal
     topic before it joins. Input topics must all have the configured partition count:
     tables are co-partitioned with them.
     """
     topics = Topics(settings.topic_prefix)
-    wanted = [*topics.all(), *(extra or [])]
+    wanted = dict.fromkeys(topics.all(), settings.partitions)
+    wanted.update(internal_topics(settings.app_id, settings.partitions))
     admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
     try:
@@ -83,7 +84,7 @@ async def ensure_topics(settings: Settings, extra: list[str] | None = None) -> l
         missing = [t for t in wanted if t not in existing]
         if missing:
             response = await admin.create_topics([
-                NewTopic(t, settings.partitions, settings.replication_factor) for t in missing
+                NewTopic(t, wanted[t], settings.replication_factor) for t in missing
             ])
             for name, code, *_ in response.topic_errors:
                 if code not in (0, _TOPIC_ALREADY_EXISTS):

@@ -72,6 +72,11 @@ class Settings:
     window_sizes: tuple[float, ...] = (60.0,)
     retention_s: float = 2 * 86400.0
     label_horizon_s: float = 86400.0
+    grace_s: float = 10.0
+    max_future_s: float = 600.0
+    idle_s: float = 10.0
+    flush_interval_s: float = 0.5
+    max_batch: int = 2000
     prices: Prices = field(default_factory=Prices)
     regressors: frozenset[str] = frozenset()
     config_path: Path | None = None
@@ -99,6 +104,12 @@ def parse_duration(key: str, value: Any) -> float:
     if not math.isfinite(seconds) or seconds <= 0:
         raise ConfigError(key, f"must be a positive duration, got {value!r}")
     return seconds
+
+
+def _non_negative_duration(key: str, value: Any) -> float:
+    if value in (0, "0", "0s"):
+        return 0.0
+    return parse_duration(key, value)
 
 
 def _int(key: str, value: Any, low: int, high: int) -> int:
@@ -159,8 +170,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 _SECTIONS = {
     "kafka": {"bootstrap", "topic_prefix", "partitions", "replication_factor"},
-    "worker": {"app_id", "store", "state_dir", "web_host", "web_port"},
-    "windows": {"sizes", "retention", "label_horizon"},
+    "worker": {"app_id", "store", "state_dir", "web_host", "web_port", "flush_interval",
+               "max_batch", "idle"},
+    "windows": {"sizes", "retention", "label_horizon", "grace", "max_future"},
     "prices": {"per_hour", "per_kwh"},
 }
 _TOP_LEVEL = {*_SECTIONS, "regressors"}
@@ -189,6 +201,9 @@ _ENV_KEYS = {
     "FACTORY_STATE_DIR": "worker.state_dir",
     "FACTORY_WEB_HOST": "worker.web_host",
     "FACTORY_WEB_PORT": "worker.web_port",
+    "FACTORY_FLUSH_INTERVAL": "worker.flush_interval",
+    "FACTORY_GRACE": "windows.grace",
+    "FACTORY_IDLE": "worker.idle",
 }
 
 
@@ -227,6 +242,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         window_sizes=sizes,
         retention_s=retention,
         label_horizon_s=get("windows.label_horizon", 86400.0, parse_duration),
+        grace_s=get("windows.grace", 10.0, _non_negative_duration),
+        max_future_s=get("windows.max_future", 600.0, parse_duration),
+        idle_s=get("worker.idle", 10.0, parse_duration),
+        flush_interval_s=get("worker.flush_interval", 0.5, parse_duration),
+        max_batch=get("worker.max_batch", 2000, lambda k, v: _int(k, v, 1, 1_000_000)),
         prices=_prices(values),
         regressors=get("regressors", frozenset(), _regressors),
         config_path=config_path,

@@ -14,8 +14,16 @@ from schemas.outputs import OUTPUT_RECORDS
 INPUT_TOPICS: tuple[str, ...] = tuple(r.TOPIC for r in INPUT_RECORDS)
 OUTPUT_TOPICS: tuple[str, ...] = tuple(r.TOPIC for r in OUTPUT_RECORDS)
 
+# Internal topics, named `<app_id>-<name>` like Faust's own changelogs.
+BYID_TOPIC = "byid"  # predictions and labels re-keyed to the shard of their event_id
+PARTIALS_TOPIC = "partials"  # shard partial states, heartbeats and deployment steps
+
 # Table names (the changelog topic is `<app_id>-<table>-changelog`).
-INGEST_TABLE = "ingest"
+SNAPSHOT_TABLE = "snapshots"
+
+
+def shard_table(family: str) -> str:
+    return f"shards-{family}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,3 +49,8 @@ class Topics:
 
     def all(self) -> list[str]:
         return [*self.inputs.values(), *self.outputs.values()]
+
+
+def internal_topics(app_id: str, partitions: int) -> dict[str, int]:
+    """The app's own topics (name -> partition count) besides Faust's changelogs."""
+    return {f"{app_id}-{BYID_TOPIC}": partitions, f"{app_id}-{PARTIALS_TOPIC}": 1}

@@ -15,6 +15,12 @@ class Feedback(Sums):
 
     FIELDS: ClassVar[tuple[str, ...]] = ("events", "ratings", "rating_sum", "ups", "downs",
                                          "engaged")
+    events: int
+    ratings: int
+    rating_sum: int
+    ups: int
+    downs: int
+    engaged: int
 
     def update(self, rating: FloatArray, thumbs: FloatArray, engaged: np.ndarray) -> None:
         """`rating` and `thumbs` NaN where absent; `engaged` booleans."""

@@ -17,6 +17,14 @@ class Lifecycle(Sums):
 
     FIELDS: ClassVar[tuple[str, ...]] = ("runs", "run_s", "run_max_s", "deployments",
                                          "rollbacks", "retrains", "innovations", "failed_runs")
+    runs: int
+    run_s: float
+    run_max_s: float
+    deployments: int
+    rollbacks: int
+    retrains: int
+    innovations: int
+    failed_runs: int
 
     def __init__(self) -> None:
         super().__init__()

@@ -77,7 +77,7 @@ class LogSketch:
         rank = math.floor(q * (self.count - 1))
         if rank < self.zeros:
             return 0.0
-        seen = self.zeros
+        seen: float = self.zeros
         gamma = math.exp(self._log_gamma)
         for key in sorted(self.buckets):
             seen += self.buckets[key]

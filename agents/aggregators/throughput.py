@@ -14,6 +14,11 @@ class Throughput(Sums):
     """Records and bytes over busy seconds: sum(records) / sum(duration_s)."""
 
     FIELDS: ClassVar[tuple[str, ...]] = ("batches", "errors", "records", "bytes", "seconds")
+    batches: int
+    errors: int
+    records: int
+    bytes: int
+    seconds: float
 
     def update(self, records: FloatArray, nbytes: FloatArray, duration_s: FloatArray,
                failed: np.ndarray) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Self
 
-from agents.aggregators.base import Sums, ratio
+from agents.aggregators.base import ratio
 from agents.aggregators.feedback import Feedback
 from agents.aggregators.lifecycle import Lifecycle
 from agents.aggregators.quality import Quality
@@ -27,15 +27,6 @@ FAMILIES: dict[str, Any] = {
 }
 
 
-class Counters(Sums):
-    """Bookkeeping worth showing users: duplicates absorbed and labels never matched."""
-
-    FIELDS = ("duplicates", "labels_unmatched")
-
-    def value(self) -> dict[str, Any] | None:
-        return self.to_state() or None
-
-
 class WindowState:
     """The families of one entity in one window; absent families mean no data."""
 
@@ -48,7 +39,7 @@ class WindowState:
         """The family aggregator, created empty on first use."""
         agg = self.families.get(name)
         if agg is None:
-            agg = self.families[name] = (Counters if name == "counters" else FAMILIES[name])()
+            agg = self.families[name] = FAMILIES[name]()
         return agg
 
     def merge(self, other: Self) -> Self:
@@ -66,8 +57,7 @@ class WindowState:
     def from_state(cls, state: dict[str, Any]) -> Self:
         out = cls()
         for name, sub in state.items():
-            kind = Counters if name == "counters" else FAMILIES[name]
-            out.families[name] = kind.from_state(sub)
+            out.families[name] = FAMILIES[name].from_state(sub)
         return out
 
     def value(self) -> dict[str, Any] | None:

@@ -1,0 +1,27 @@
+"""Pipeline batches: data processing speed per pipeline and stage."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import numpy.typing as npt
+
+from agents.aggregators.window import WindowState
+from schemas.fields import JSON
+from streams.shard import Rows, SimpleLogic
+
+
+class PipelineLogic(SimpleLogic):
+    family = "pipeline"
+    topic = "pipeline"
+
+    def entities(self, event: JSON) -> Iterable[str]:
+        return (f"p:{event['pipeline']}/{event['stage']}",)
+
+    def update(self, entity: str, state: WindowState, rows: Rows,
+               picked: npt.NDArray[np.int64]) -> None:
+        failed = np.array([rows.events[i]["status"] == "error" for i in picked.tolist()])
+        state.family("throughput").update(rows.column("records")[picked],
+                                          rows.column("bytes")[picked],
+                                          rows.column("duration_s")[picked], failed)

@@ -1,0 +1,255 @@
+"""Predictions and labels: traffic, latency, cost, and quality from the label join.
+
+Both topics are sharded by `event_id` (crc32 modulo the partition count), which puts a
+prediction, its retries and its label in the same shard. Events that arrive on another
+partition (a producer that keys differently) are forwarded once to the `byid` topic on the
+right one; the client library partitions by the same hash, so it never pays for that hop.
+
+The join keeps, per shard and for the label horizon, each prediction's model, time and
+predicted value. It lives in memory as dicts and on the changelog as chunks (one table value
+per few thousand predictions per flush), never as one table write per event.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from schemas.codec import VALIDATORS, Rejection
+from schemas.fields import JSON
+from streams.settings import Settings
+from streams.shard import Message, Shard, ShardRuntime, time_rejection
+
+CHUNK_ROWS = 4000
+UNKNOWN_MODEL = "_unknown"
+
+
+def route(event_id: str, partitions: int) -> int:
+    """The shard of an event id; the client library uses the same function."""
+    return zlib.crc32(event_id.encode()) % partitions
+
+
+@dataclass
+class Join:
+    """Predictions awaiting labels, labels already applied, and labels awaiting predictions."""
+
+    index: dict[str, tuple[str, float, Any, int]] = field(default_factory=dict)
+    labelled: dict[str, int] = field(default_factory=dict)
+    orphans: dict[str, tuple[Any, float, str | None, int]] = field(default_factory=dict)
+    chunks: dict[str, tuple[float, list[str]]] = field(default_factory=dict)  # newest ts, ids
+    next_seq: dict[str, int] = field(default_factory=lambda: {"P": 0, "L": 0, "O": 0})
+    new_predictions: list[tuple[str, str, float, Any]] = field(default_factory=list)
+    new_labelled: list[tuple[str, float]] = field(default_factory=list)
+    new_orphans: list[tuple[str, Any, float, str | None]] = field(default_factory=list)
+    duplicates: int = 0
+    unmatched_expired: int = 0
+
+    def row_seq(self, kind: str) -> int:
+        """The chunk sequence number the next new row of `kind` will be written under."""
+        pending: dict[str, list[Any]] = {"P": self.new_predictions, "L": self.new_labelled,
+                                         "O": self.new_orphans}
+        return self.next_seq[kind] + len(pending[kind]) // CHUNK_ROWS
+
+
+class _Columns:
+    """Per-model columns of one batch, filled event by event, then handed to numpy."""
+
+    __slots__ = ("cost", "failed", "latency", "msg", "ts")
+
+    def __init__(self) -> None:
+        self.ts: list[float] = []
+        self.failed: list[bool] = []
+        self.latency: list[float] = []
+        self.cost: list[float] = []
+        self.msg: list[int] = []
+
+
+class _LabelColumns:
+    __slots__ = ("delay", "labels", "msg", "predicted", "ts")
+
+    def __init__(self) -> None:
+        self.ts: list[float] = []
+        self.predicted: list[Any] = []
+        self.labels: list[Any] = []
+        self.delay: list[float] = []
+        self.msg: list[int] = []
+
+
+class PredictionLogic:
+    family = "predictions"
+
+    def __init__(self, settings: Settings, sources: dict[str, str]) -> None:
+        self.settings = settings
+        self.sources = sources
+        self._validators = {"predictions": VALIDATORS["predictions"],
+                            "labels": VALIDATORS["labels"]}
+        self.forwards: dict[int, dict[str, list[JSON]]] = {}
+
+    def validator(self, src: str) -> Callable[[JSON], JSON] | None:
+        return self._validators.get(src)
+
+    def load(self, shard: Shard, items: Iterable[tuple[str, Any]]) -> None:
+        join = Join()
+        for local, value in items:
+            if not local.startswith("c|"):
+                continue
+            _, kind, seq = local.split("|")
+            join.chunks[local] = (value["x"], value["i"])
+            join.next_seq[kind] = max(join.next_seq[kind], int(seq) + 1)
+            if kind == "P":
+                for eid, model, ts, predicted in zip(value["i"], value["m"], value["t"],
+                                                     value["p"], strict=True):
+                    join.index[eid] = (model, ts, predicted, int(seq))
+            elif kind == "L":
+                join.labelled.update(dict.fromkeys(value["i"], int(seq)))
+            else:
+                for eid, label, ts, model in zip(value["i"], value["l"], value["t"],
+                                                 value["m"], strict=True):
+                    join.orphans[eid] = (label, ts, model, int(seq))
+        for eid in join.labelled:
+            join.orphans.pop(eid, None)
+        shard.extra = join
+
+    def apply(self, shard: Shard, messages: list[Message]) -> list[tuple[Rejection, Message]]:
+        join: Join = shard.extra
+        n_parts = self.settings.partitions
+        oldest = shard.watermark - self.settings.retention_s
+        rejected: list[tuple[Rejection, Message]] = []
+        models: dict[str, _Columns] = {}
+        labels: dict[str, _LabelColumns] = {}
+        newest = -math.inf
+        for mi, message in enumerate(messages):
+            local = message.src != "byid"
+            for event in message.events:
+                eid = event["event_id"]
+                if local and route(eid, n_parts) != shard.partition:
+                    target = self.forwards.setdefault(route(eid, n_parts), {})
+                    target.setdefault(message.kind, []).append(event)
+                    continue
+                ts = event["ts"]
+                if ts < oldest:
+                    rejected.append((time_rejection(event, "ts: older than the retention "
+                                                    f"({self.settings.retention_s:g}s)"),
+                                     message))
+                    continue
+                newest = max(newest, ts)
+                if message.kind == "predictions":
+                    if eid in join.index:
+                        join.duplicates += 1
+                        continue
+                    model = event["model"]
+                    join.index[eid] = (model, ts, event["predicted"], join.row_seq("P"))
+                    join.new_predictions.append((eid, model, ts, event["predicted"]))
+                    cols = models.get(model)
+                    if cols is None:
+                        cols = models[model] = _Columns()
+                    cols.ts.append(ts)
+                    cols.failed.append(event["status"] == "error")
+                    latency, cost = event["latency_ms"], event["cost_usd"]
+                    cols.latency.append(math.nan if latency is None else latency)
+                    cols.cost.append(math.nan if cost is None else cost)
+                    cols.msg.append(mi)
+                    orphan = join.orphans.pop(eid, None)
+                    if orphan is not None:
+                        self._label(join, labels, eid, orphan[0], orphan[1], mi)
+                elif eid in join.labelled:
+                    join.duplicates += 1
+                elif eid in join.index:
+                    self._label(join, labels, eid, event["label"], ts, mi)
+                else:
+                    join.orphans[eid] = (event["label"], ts, event["model"], join.row_seq("O"))
+                    join.new_orphans.append((eid, event["label"], ts, event["model"]))
+        if newest > -math.inf:
+            shard.observe(newest)
+        self._update_traffic(shard, messages, models)
+        self._update_quality(shard, messages, labels)
+        return rejected
+
+    @staticmethod
+    def _label(join: Join, labels: dict[str, _LabelColumns], eid: str, label: Any,
+               label_ts: float, mi: int) -> None:
+        model, ts, predicted, _ = join.index[eid]
+        join.labelled[eid] = join.row_seq("L")
+        join.new_labelled.append((eid, ts))
+        cols = labels.get(model)
+        if cols is None:
+            cols = labels[model] = _LabelColumns()
+        cols.ts.append(ts)
+        cols.predicted.append(predicted)
+        cols.labels.append(label)
+        cols.delay.append(label_ts - ts)
+        cols.msg.append(mi)
+
+    def _update_traffic(self, shard: Shard, messages: list[Message],
+                        models: dict[str, _Columns]) -> None:
+        for model, cols in models.items():
+            ts = np.array(cols.ts)
+            msg = np.array(cols.msg, dtype=np.int64)
+            failed = np.array(cols.failed)
+            latency = np.array(cols.latency)
+            cost = np.array(cols.cost)
+            for state, rows in shard.windows(f"m:{model}", ts, msg, messages):
+                state.family("traffic").update(failed[rows], latency[rows], cost[rows])
+
+    def _update_quality(self, shard: Shard, messages: list[Message],
+                        labels: dict[str, _LabelColumns]) -> None:
+        for model, cols in labels.items():
+            ts = np.array(cols.ts)
+            msg = np.array(cols.msg, dtype=np.int64)
+            delay = np.array(cols.delay)
+            regressor = model in self.settings.regressors
+            for state, rows in shard.windows(f"m:{model}", ts, msg, messages):
+                picked = rows.tolist()
+                state.family("quality").update([cols.predicted[i] for i in picked],
+                                               [cols.labels[i] for i in picked],
+                                               delay[rows], regressor)
+
+    async def before_flush(self, shard: Shard, runtime: ShardRuntime) -> None:
+        for partition, kinds in self.forwards.items():
+            for kind, events in kinds.items():
+                await runtime.byid.send(value=orjson.dumps({"k": kind, "e": events}),
+                                        partition=partition)
+        self.forwards.clear()
+        join: Join = shard.extra
+        self._write_chunks(shard, join)
+        self._expire(shard, join)
+
+    def _write_chunks(self, shard: Shard, join: Join) -> None:
+        pending: dict[str, list[tuple[Any, ...]]] = {
+            "P": join.new_predictions, "L": join.new_labelled, "O": join.new_orphans}
+        columns = {"P": ("i", "m", "t", "p"), "L": ("i", "t"), "O": ("i", "l", "t", "m")}
+        for kind, rows in pending.items():
+            for start in range(0, len(rows), CHUNK_ROWS):
+                part = rows[start:start + CHUNK_ROWS]
+                value: dict[str, Any] = {name: [r[i] for r in part]
+                                         for i, name in enumerate(columns[kind])}
+                ts_col = columns[kind].index("t")
+                value["x"] = max(r[ts_col] for r in part)
+                key = f"c|{kind}|{join.next_seq[kind]}"
+                join.next_seq[kind] += 1
+                join.chunks[key] = (value["x"], value["i"])
+                shard.put(key, value, 1)
+            rows.clear()
+
+    def _expire(self, shard: Shard, join: Join) -> None:
+        """Forget what is older than the label horizon; unmatched labels are counted."""
+        cutoff = shard.watermark - self.settings.label_horizon_s
+        for key, (newest, ids) in list(join.chunks.items()):
+            if newest >= cutoff:
+                continue
+            kind, seq = key.split("|")[1], int(key.split("|")[2])
+            held: dict[str, Any] = (join.index if kind == "P" else
+                                    join.labelled if kind == "L" else join.orphans)
+            for eid in ids:
+                entry = held.get(eid)
+                if entry is not None and (entry if kind == "L" else entry[3]) == seq:
+                    del held[eid]
+                    join.unmatched_expired += kind == "O"
+            del join.chunks[key]
+            shard.delete(key)

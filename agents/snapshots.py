@@ -1,0 +1,278 @@
+"""The snapshot stage: merges the shards' partial states and publishes metric snapshots.
+
+It reads one single-partition topic, so exactly one worker runs it at a time, and keeps for
+every (entity, window) the newest partial state of each shard. Replacing (not adding) makes
+re-sent partials harmless. Windows close by event time: when the slowest active shard has
+passed the window's end plus the grace period; idle shards do not hold windows open. A closed
+window's snapshot goes to `metrics` with revision 1, and again with the next revision whenever
+a late label or event changes it. The factory rollup `_factory` merges every model.
+
+Deployment steps arrive here too (see `agents.deployments`): they are applied once per source
+offset, pair training starts with finishes by `run_id`, and track each model's newest retrain.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from agents.aggregators.window import WindowState
+from streams.settings import Settings
+from streams.shard import acting_as, parse_window_key, window_key
+
+log = logging.getLogger(__name__)
+
+FACTORY = "_factory"
+LIFECYCLE_PART = "lifecycle"
+HEARD_WITHIN_S = 5.0
+SETTLE_S = 2.0
+
+
+@dataclass
+class Entry:
+    """One (entity, window): the shards' partials, and what has been published."""
+
+    parts: dict[str, Any] = field(default_factory=dict)
+    rev: int = 0
+    closed: bool = False
+    dirty: bool = False
+    closable_since: float | None = None
+
+    def merged(self) -> WindowState:
+        out = WindowState()
+        for state in self.parts.values():
+            out = out.merge(WindowState.from_state(state))
+        return out
+
+    def to_state(self) -> dict[str, Any]:
+        return {"parts": self.parts, "rev": self.rev, "closed": self.closed}
+
+
+@dataclass
+class ShardClock:
+    watermark: float | None
+    idle: bool
+    heard: float
+
+
+class SnapshotStage:
+    """In-memory state of the snapshot stage, backed by its table (partition 0)."""
+
+    def __init__(self, settings: Settings, table: Any, metrics: Any, app: Any) -> None:
+        self.settings = settings
+        self.table = table
+        self.metrics = metrics
+        self.app = app
+        self.entries: dict[str, Entry] = {}
+        self.clocks: dict[str, ShardClock] = {}
+        self.models: dict[str, Any] = {}
+        self.sources: dict[str, int] = {}
+        self.factory_revs: dict[str, int] = {}
+        self.last_active = time.monotonic()
+        self.loaded = False
+        self.writes: dict[str, Any] = {}
+        self.deletes: set[str] = set()
+
+    def load(self) -> None:
+        self.entries.clear()
+        for key, value in self.table.items():
+            if key.startswith("w|"):
+                self.entries[key] = Entry(value["parts"], value["rev"], value["closed"])
+            elif key.startswith("lc|"):
+                self.models[key[3:]] = value
+            elif key == "sources":
+                self.sources = dict(value)
+            elif key == "factory":
+                self.factory_revs = dict(value)
+        self.loaded = True
+
+    def forget(self) -> None:
+        self.loaded = False
+        self.entries.clear()
+
+    # -- inputs -----------------------------------------------------------------------------
+
+    def on_partial(self, shard: str, key: str, state: dict[str, Any]) -> None:
+        entry = self.entries.get(key)
+        if entry is None:
+            entry = self.entries[key] = Entry()
+        if entry.parts.get(shard) != state:
+            entry.parts[shard] = state
+            entry.dirty = True
+            self.writes[key] = entry
+
+    def on_heartbeat(self, shard: str, watermark: float | None, idle: bool) -> None:
+        now = time.monotonic()
+        self.clocks[shard] = ShardClock(watermark, idle, now)
+        if not idle:
+            self.last_active = now
+
+    def on_deployments(self, src: str, offset: int, events: list[dict[str, Any]]) -> None:
+        if offset <= self.sources.get(src, -1):
+            return  # re-sent after a crash upstream: already applied
+        self.sources[src] = offset
+        self.writes["sources"] = self.sources
+        for event in events:
+            self._lifecycle(event)
+
+    def _lifecycle(self, event: dict[str, Any]) -> None:
+        model = event["model"]
+        info = self.models.setdefault(model, {"runs": {}, "retrain_ts": None})
+        kind, ts, run_id = event["kind"], event["ts"], event["run_id"]
+        duration = event["duration_s"]
+        if kind == "training_started" and run_id:
+            info["runs"][run_id] = ts
+        elif kind in ("training_finished", "training_failed") and run_id:
+            started = info["runs"].pop(run_id, None)
+            if duration is None and started is not None:
+                duration = max(ts - started, 0.0)
+        if kind == "training_finished":
+            info["retrain_ts"] = max(ts, info["retrain_ts"] or ts)
+        self.writes[f"lc|{model}"] = info
+        for size in self.settings.window_sizes:
+            start = math.floor(ts / size) * size
+            key = window_key(f"m:{model}", size, start)
+            entry = self.entries.get(key)
+            if entry is None:
+                entry = self.entries[key] = Entry()
+            state = WindowState.from_state(entry.parts.get(LIFECYCLE_PART, {}))
+            state.family("lifecycle").add(kind, event["change"], duration)
+            entry.parts[LIFECYCLE_PART] = state.to_state()
+            entry.dirty = True
+            self.writes[key] = entry
+
+    # -- outputs ----------------------------------------------------------------------------
+
+    def watermark(self) -> float | None:
+        """Event time up to which every active shard has got."""
+        now = time.monotonic()
+        active = [c.watermark for c in self.clocks.values()
+                  if not c.idle and now - c.heard < HEARD_WITHIN_S]
+        if active:
+            # a busy shard that has not applied any event yet holds everything back
+            return None if None in active else min(w for w in active if w is not None)
+        known = [c.watermark for c in self.clocks.values() if c.watermark is not None]
+        if not known:
+            return None
+        # Everything is idle: all that was sent has been applied, so let event time follow
+        # the wall clock from the newest event, and the last windows close too.
+        return max(known) + (now - self.last_active)
+
+    async def publish(self) -> int:
+        """Publish what closed or changed; return the number of snapshots sent."""
+        watermark = self.watermark()
+        if watermark is None:
+            return 0
+        sent = 0
+        now = time.monotonic()
+        touched: set[tuple[float, float]] = set()
+        for key, entry in list(self.entries.items()):
+            entity, size, start = parse_window_key(key)
+            end = start + size
+            if end + self.settings.grace_s > watermark:
+                entry.closable_since = None
+                continue
+            if not entry.closed:
+                # Close only once the watermark has stayed past the window for a couple of
+                # heartbeats: another worker's shard may not have reported its backlog yet.
+                if entry.closable_since is None:
+                    entry.closable_since = now
+                if now - entry.closable_since < SETTLE_S:
+                    continue
+            if end < watermark - self.settings.retention_s:
+                del self.entries[key]
+                self.writes.pop(key, None)
+                self.deletes.add(key)
+                continue
+            if entry.closed and not entry.dirty:
+                continue
+            entry.closed = True
+            entry.dirty = False
+            entry.rev += 1
+            self.writes[key] = entry
+            await self._send(entity, size, start, entry.rev, entry.merged())
+            sent += 1
+            if entity.startswith("m:"):
+                touched.add((size, start))
+        for size, start in sorted(touched):
+            sent += await self._publish_factory(size, start)
+        return sent
+
+    async def _publish_factory(self, size: float, start: float) -> int:
+        merged = WindowState()
+        for key, entry in self.entries.items():
+            if key.startswith("w|m:"):
+                _, s, st = parse_window_key(key)
+                if s == size and st == start:
+                    merged = merged.merge(entry.merged())
+        fkey = f"{size:g}|{start:.0f}"
+        rev = self.factory_revs.get(fkey, 0) + 1
+        self.factory_revs[fkey] = rev
+        self.writes["factory"] = self.factory_revs
+        await self._send(f"m:{FACTORY}", size, start, rev, merged)
+        return 1
+
+    async def _send(self, entity: str, size: float, start: float, rev: int,
+                    state: WindowState) -> None:
+        values = state.value()
+        if values is None:
+            return
+        scope, _, name = entity.partition(":")
+        snapshot: dict[str, Any] = {"scope": {"m": "model", "d": "device", "h": "host",
+                                              "p": "pipeline"}[scope],
+                                    "window_s": size, "window_start": start,
+                                    "window_end": start + size, "revision": rev,
+                                    "ts": time.time()}
+        if scope == "m":
+            snapshot["model"] = name
+            info = self.models.get(name)
+            if info and info.get("retrain_ts") is not None:
+                snapshot["days_since_retrain"] = max(start + size - info["retrain_ts"], 0) / 86400
+        elif scope == "d":
+            snapshot["host"], _, snapshot["device"] = name.partition("/")
+        elif scope == "h":
+            snapshot["host"] = name
+        else:
+            snapshot["pipeline"], _, snapshot["stage"] = name.partition("/")
+        snapshot.update(values)
+        key = window_key(entity, size, start)[2:].encode()
+        await self.metrics.send(key=key, value=orjson.dumps(snapshot))
+
+    def write(self) -> None:
+        """Write each changed key once (inside `acting_as`, see `streams.shard`)."""
+        for key in self.deletes:
+            self.table.pop(key, None)
+        for key, value in self.writes.items():
+            self.table[key] = value.to_state() if isinstance(value, Entry) else value
+        self.deletes.clear()
+        self.writes.clear()
+
+
+async def run(stage: SnapshotStage, stream: Any) -> None:
+    """The agent body: apply a batch of partials, heartbeats and deployments, then publish."""
+    settings = stage.settings
+    async for events in stream.noack_take(settings.max_batch, within=settings.flush_interval_s):
+        if not stage.loaded:
+            stage.load()
+        for event in events:
+            doc = orjson.loads(event.value)
+            kind = doc["t"]
+            if kind == "p":
+                stage.on_partial(doc["shard"], doc["key"], doc["s"])
+            elif kind == "h":
+                for shard, (watermark, idle) in doc["shards"].items():
+                    stage.on_heartbeat(shard, watermark, idle)
+            elif kind == "d":
+                stage.on_deployments(doc["src"], doc["o"], doc["e"])
+        await stage.publish()
+        with acting_as(events[-1]):
+            stage.write()
+        await stage.app.producer.flush()
+        for event in events:
+            event.ack()
+

@@ -1,0 +1,48 @@
+"""Telemetry: utilisation per device, host and model; compute cost and energy per model.
+
+A sample counts towards its device, its host and the model it serves (`_unattributed` when it
+names none). Hosts and models average GPU samples only; a device averages its own samples.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+import numpy.typing as npt
+
+from agents.aggregators.window import WindowState
+from schemas.fields import JSON
+from streams.shard import Rows, SimpleLogic
+
+UNATTRIBUTED = "_unattributed"
+
+
+class TelemetryLogic(SimpleLogic):
+    family = "telemetry"
+    topic = "telemetry"
+
+    def entities(self, event: JSON) -> Iterable[str]:
+        return (f"m:{event['model'] or UNATTRIBUTED}", f"d:{event['host']}/{event['device']}",
+                f"h:{event['host']}")
+
+    def _hourly(self, event: JSON) -> float:
+        prices = self.settings.prices.per_hour
+        price = prices.get(event["device_name"] or "", prices.get(event["kind"]))
+        return math.nan if price is None else price
+
+    def update(self, entity: str, state: WindowState, rows: Rows,
+               picked: npt.NDArray[np.int64]) -> None:
+        events = [rows.events[i] for i in picked.tolist()]
+        mem = np.array([e["mem_used_bytes"] / e["mem_total_bytes"]
+                        if e["mem_used_bytes"] is not None and e["mem_total_bytes"] else math.nan
+                        for e in events])
+        util_rows = (np.ones(len(events), dtype=bool) if entity.startswith("d:")
+                     else np.array([e["kind"] == "gpu" for e in events]))
+        charge = entity.startswith("m:")  # cost and energy are attributed to models only
+        hourly = np.array([self._hourly(e) if charge else math.nan for e in events])
+        power = rows.column("power_w")[picked] if charge else np.full(len(events), math.nan)
+        state.family("usage").update(
+            rows.column("util")[picked], rows.column("interval_s")[picked], mem, power, hourly,
+            self.settings.prices.per_kwh if charge else None, util_rows)

@@ -1,0 +1,442 @@
+"""The runtime of a sharded, exactly-counting metric agent.
+
+One shard is one partition number of an agent's input topics (Faust co-partitions every topic
+with the same partition count, so partition p of all of them, and of the agent's table, live on
+the same worker). Events are taken in batches without acknowledging them; each flush applies
+the batch to in-memory window slots, writes every touched table key once, publishes the
+touched partial states for the snapshot stage, waits for the producer, and only then
+acknowledges the batch, so a committed offset never passes state that is not yet durable.
+
+Every slot stores, next to its state, the highest source offset already applied to it, in
+the same changelog record. After a crash the replayed messages at or below a slot's offset
+are skipped for that slot: replays cannot double count, without Kafka transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+from faust.streams import _current_event
+
+from agents.aggregators.window import WindowState
+from schemas.codec import VALIDATORS, Rejection, decode_message
+from schemas.fields import JSON
+from streams import deadletter
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestProgress:
+    """Counts of one source partition, and the offset they include."""
+
+    offset: int = -1
+    messages: int = 0
+    accepted: int = 0
+    rejected: int = 0
+
+    def to_state(self) -> dict[str, int]:
+        return {"offset": self.offset, "messages": self.messages,
+                "accepted": self.accepted, "rejected": self.rejected}
+
+    @classmethod
+    def from_state(cls, state: dict[str, int] | None) -> IngestProgress:
+        return cls(**state) if state else cls()
+
+    def advance(self, offset: int, accepted: int, rejected: int) -> IngestProgress:
+        return IngestProgress(offset, self.messages + 1, self.accepted + accepted,
+                              self.rejected + rejected)
+
+
+@dataclass(slots=True)
+class Message:
+    """The decoded, valid events of one Kafka message and where the message came from."""
+
+    src: str
+    offset: int
+    events: list[JSON]
+    kind: str = ""
+
+
+@dataclass(slots=True)
+class Slot:
+    """The state of one (entity, window) in one shard, and the offsets it includes."""
+
+    state: WindowState
+    offsets: dict[str, int]
+    end: float
+    dirty: bool = False
+
+    def accepts(self, message: Message) -> bool:
+        return message.offset > self.offsets.get(message.src, -1)
+
+
+def window_key(entity: str, size: float, start: float) -> str:
+    return f"w|{entity}|{size:g}|{start:.0f}"
+
+
+def parse_window_key(key: str) -> tuple[str, float, float]:
+    """(entity, size, start) of a window key; entity names may themselves hold '|'."""
+    entity, size, start = key.split("|", 1)[1].rsplit("|", 2)
+    return entity, float(size), float(start)
+
+
+@dataclass
+class Shard:
+    """In-memory view of one partition of a family's table.
+
+    Holds the slots touched recently (the table keeps all of them until retention) and the
+    family's own extra state (the label join, for predictions).
+    """
+
+    family: str
+    partition: int
+    table: Any
+    settings: Settings
+    slots: dict[str, Slot] = field(default_factory=dict)
+    ingest: dict[str, IngestProgress] = field(default_factory=dict)
+    watermark: float = -math.inf
+    last_event_wall: float = 0.0
+    extra: Any = None
+    # Written in this order at each flush: slots, then join chunks, then ingest progress. A
+    # crash part-way leaves a prefix on the changelog, and every prefix replays correctly.
+    pending_writes: tuple[dict[str, Any], dict[str, Any], dict[str, Any]] = field(
+        default_factory=lambda: ({}, {}, {}))
+    pending_deletes: set[str] = field(default_factory=set)
+
+    def key(self, local: str) -> str:
+        return f"{self.partition}|{local}"
+
+    def slot(self, entity: str, size: float, start: float) -> Slot | None:
+        """The slot of a window, loaded or created; None when the window is past retention."""
+        local = window_key(entity, size, start)
+        slot = self.slots.get(local)
+        if slot is not None:
+            return slot
+        end = start + size
+        stored = self.table.get(self.key(local))
+        if stored is None:
+            if end < self.watermark - self.settings.retention_s:
+                return None
+            slot = Slot(WindowState(), {}, end)
+        else:
+            slot = Slot(WindowState.from_state(stored["s"]), stored["o"], end)
+        self.slots[local] = slot
+        return slot
+
+    def put(self, local: str, value: Any, phase: int) -> None:
+        self.pending_writes[phase][local] = value
+        self.pending_deletes.discard(local)
+
+    def delete(self, local: str) -> None:
+        for writes in self.pending_writes:
+            writes.pop(local, None)
+        self.pending_deletes.add(local)
+
+    def windows(self, entity: str, ts: npt.NDArray[np.float64], msg: npt.NDArray[np.int64],
+                messages: list[Message]) -> Iterator[tuple[WindowState, npt.NDArray[np.int64]]]:
+        """For each configured window size and each window the rows fall in: its state and
+        the rows (indices) not yet applied to it. Marks the yielded slots dirty."""
+        for size in self.settings.window_sizes:
+            starts = np.floor(ts / size) * size
+            for start in np.unique(starts).tolist():
+                rows = np.flatnonzero(starts == start)
+                slot = self.slot(entity, size, start)
+                if slot is None:
+                    continue
+                fresh = np.fromiter((slot.accepts(messages[i]) for i in msg[rows].tolist()),
+                                    bool, rows.size)
+                if not fresh.any():
+                    continue
+                slot.dirty = True
+                yield slot.state, rows[fresh]
+
+    def observe(self, ts_max: float) -> None:
+        self.watermark = max(self.watermark, ts_max)
+        self.last_event_wall = time.monotonic()
+
+
+class FamilyLogic(Protocol):
+    """What a metric family plugs into the shard runtime."""
+
+    family: str
+    sources: dict[str, str]  # full topic name -> short source name
+
+    def validator(self, src: str) -> Callable[[JSON], JSON] | None:
+        """The validator for events of `src`, or None for trusted internal topics."""
+
+    def load(self, shard: Shard, items: Iterable[tuple[str, Any]]) -> None:
+        """Rebuild the family's extra state from the shard's stored keys (local names)."""
+
+    def apply(self, shard: Shard, messages: list[Message]) -> list[tuple[Rejection, Message]]:
+        """Apply a batch to the shard's slots; return rejected events with their messages."""
+
+    async def before_flush(self, shard: Shard, runtime: ShardRuntime) -> None:
+        """Family-specific writes and sends just before the flush (forwards, chunks)."""
+
+
+@contextmanager
+def acting_as(event: Any) -> Iterator[None]:
+    """Make `event` the current event while writing a table outside the stream loop.
+
+    Faust picks a write's changelog partition and local store from the current event, which
+    a batched flush does not have (faust-streaming #497). Any event of the shard's partition
+    gives the right answer, and each key is then written once per flush with `table[k] = v`.
+    """
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+def time_rejection(event: JSON, reason: str) -> Rejection:
+    return Rejection(reason, "ts", None, orjson.dumps(event))
+
+
+@dataclass(slots=True)
+class Rows:
+    """The events of one entity in a batch, with the index of the message each came from."""
+
+    events: list[JSON] = field(default_factory=list)
+    msg: list[int] = field(default_factory=list)
+
+    def column(self, name: str) -> npt.NDArray[np.float64]:
+        """A numeric column, NaN where the optional field is absent."""
+        return np.array([math.nan if e[name] is None else e[name] for e in self.events],
+                        dtype=np.float64)
+
+    def arrays(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+        return self.column("ts"), np.array(self.msg, dtype=np.int64)
+
+
+def group_by_entity(shard: Shard, messages: list[Message],
+                    entities: Callable[[JSON], Iterable[str]],
+                    ) -> tuple[dict[str, Rows], list[tuple[Rejection, Message]]]:
+    """Split a batch by entity, rejecting events older than the retention."""
+    oldest = shard.watermark - shard.settings.retention_s
+    groups: dict[str, Rows] = {}
+    rejected: list[tuple[Rejection, Message]] = []
+    newest = -math.inf
+    for mi, message in enumerate(messages):
+        for event in message.events:
+            ts = event["ts"]
+            if ts < oldest:
+                rejected.append((time_rejection(event, "ts: older than the retention "
+                                                f"({shard.settings.retention_s:g}s)"), message))
+                continue
+            newest = max(newest, ts)
+            for entity in entities(event):
+                rows = groups.get(entity)
+                if rows is None:
+                    rows = groups[entity] = Rows()
+                rows.events.append(event)
+                rows.msg.append(mi)
+    if newest > -math.inf:
+        shard.observe(newest)
+    return groups, rejected
+
+
+class SimpleLogic:
+    """A family without cross-event state: group by entity, update window states."""
+
+    family = ""
+    topic = ""
+
+    def __init__(self, settings: Settings, sources: dict[str, str]) -> None:
+        self.settings = settings
+        self.sources = sources
+
+    def validator(self, src: str) -> Callable[[JSON], JSON] | None:
+        return VALIDATORS[self.topic]
+
+    def load(self, shard: Shard, items: Iterable[tuple[str, Any]]) -> None:
+        shard.extra = None
+
+    def entities(self, event: JSON) -> Iterable[str]:
+        raise NotImplementedError
+
+    def update(self, entity: str, state: WindowState, rows: Rows,
+               picked: npt.NDArray[np.int64]) -> None:
+        raise NotImplementedError
+
+    def apply(self, shard: Shard, messages: list[Message]) -> list[tuple[Rejection, Message]]:
+        groups, rejected = group_by_entity(shard, messages, self.entities)
+        for entity, rows in groups.items():
+            ts, msg = rows.arrays()
+            for state, picked in shard.windows(entity, ts, msg, messages):
+                self.update(entity, state, rows, picked)
+        return rejected
+
+    async def before_flush(self, shard: Shard, runtime: ShardRuntime) -> None:
+        return None
+
+
+class ShardRuntime:
+    """Drives one family: batching, table writes, partials, acks and heartbeats."""
+
+    def __init__(self, app: Any, settings: Settings, logic: FamilyLogic, table: Any,
+                 partials: Any, deadletters: Any, byid: Any = None) -> None:
+        self.app = app
+        self.settings = settings
+        self.logic = logic
+        self.table = table
+        self.partials = partials
+        self.deadletters = deadletters
+        self.byid = byid
+        self.shards: dict[int, Shard] = {}
+        self._lock = asyncio.Lock()
+
+    def shard(self, partition: int) -> Shard:
+        shard = self.shards.get(partition)
+        if shard is None:
+            shard = Shard(self.logic.family, partition, self.table, self.settings)
+            prefix = f"{partition}|"
+            items = [(k[len(prefix):], v) for k, v in self.table.items()
+                     if isinstance(k, str) and k.startswith(prefix)]
+            for local, value in items:
+                if local.startswith("ingest|"):
+                    shard.ingest[local[7:]] = IngestProgress.from_state(value)
+                elif local.startswith("w|"):
+                    shard.watermark = max(shard.watermark, value.get("wm", -math.inf))
+            self.logic.load(shard, items)
+            self.shards[partition] = shard
+        return shard
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Drop in-memory state of revoked partitions; the table keeps it for the next owner."""
+        for partition in partitions:
+            self.shards.pop(partition, None)
+
+    async def run(self, stream: Any) -> None:
+        """The agent body."""
+        settings = self.settings
+        async for events in stream.noack_take(settings.max_batch,
+                                              within=settings.flush_interval_s):
+            async with self._lock:
+                await self._process(events)
+
+    async def _process(self, events: list[Any]) -> None:
+        by_partition: dict[int, list[Message]] = {}
+        rejected: list[tuple[Rejection, str, int, int, bytes | None]] = []
+        for event in events:
+            msg = event.message
+            src = self.logic.sources[msg.topic]
+            shard = self.shard(msg.partition)
+            progress = shard.ingest.get(msg.topic, IngestProgress())
+            if msg.offset <= progress.offset:
+                continue  # replayed after a crash: this message is already fully applied
+            validate = self.logic.validator(src)
+            if validate is None:
+                doc = orjson.loads(event.value)
+                message = Message(src, msg.offset, doc["e"], doc["k"])
+                rejections: list[Rejection] = []
+            else:
+                valid, rejections = decode_message(event.value, validate)
+                valid, late = self._screen_future(valid)
+                rejections.extend(late)
+                message = Message(src, msg.offset, valid, src)
+            rejected.extend((r, msg.topic, msg.partition, msg.offset, msg.key)
+                            for r in rejections)
+            shard.ingest[msg.topic] = progress.advance(msg.offset, len(message.events),
+                                                       len(rejections))
+            by_partition.setdefault(msg.partition, []).append(message)
+        topics = {src: topic for topic, src in self.logic.sources.items()}
+        for partition, messages in by_partition.items():
+            for rejection, message in self.logic.apply(self.shards[partition], messages):
+                rejected.append((rejection, topics[message.src], partition, message.offset,
+                                 None))
+        for rejection, topic, partition, offset, key in rejected:
+            await deadletter.publish(self.deadletters, [rejection], topic, partition, offset,
+                                     key)
+        last_event = {event.message.partition: event for event in events}
+        for partition, messages in by_partition.items():
+            high: dict[str, int] = {}
+            for message in messages:
+                high[message.src] = max(high.get(message.src, -1), message.offset)
+            await self._flush(self.shards[partition], high, last_event[partition])
+        await self.app.producer.flush()
+        for event in events:
+            event.ack()
+
+    def _screen_future(self, events: list[JSON]) -> tuple[list[JSON], list[Rejection]]:
+        """Events stamped too far in the future would close every window early."""
+        limit = time.time() + self.settings.max_future_s
+        if all(e["ts"] <= limit for e in events):
+            return events, []
+        keep = [e for e in events if e["ts"] <= limit]
+        late = [time_rejection(e, f"ts: more than {self.settings.max_future_s:g}s in the "
+                                  "future") for e in events if e["ts"] > limit]
+        return keep, late
+
+    async def _flush(self, shard: Shard, high: dict[str, int], event: Any) -> None:
+        await self.logic.before_flush(shard, self)
+        for local, slot in shard.slots.items():
+            if slot.dirty:
+                for src, offset in high.items():
+                    slot.offsets[src] = max(slot.offsets.get(src, -1), offset)
+                shard.put(local, {"s": slot.state.to_state(), "o": slot.offsets,
+                                  "wm": shard.watermark}, 0)
+        for topic, progress in shard.ingest.items():
+            shard.put(f"ingest|{topic}", progress.to_state(), 2)
+        max_size = self.settings.window_sizes[-1]
+        for local in list(shard.slots):
+            slot = shard.slots[local]
+            if slot.dirty:
+                await self.partials.send(value=orjson.dumps({
+                    "t": "p", "shard": f"{shard.family}:{shard.partition}", "key": local,
+                    "s": slot.state.to_state(),
+                }))
+                slot.dirty = False
+            if slot.end < shard.watermark - self.settings.retention_s:
+                shard.delete(local)
+                del shard.slots[local]
+            elif slot.end < shard.watermark - self.settings.grace_s - max_size:
+                del shard.slots[local]  # cold: reloaded from the table if touched again
+        with acting_as(event):
+            for local in shard.pending_deletes:
+                self.table.pop(shard.key(local), None)
+            for writes in shard.pending_writes:
+                for local, value in writes.items():
+                    self.table[shard.key(local)] = value
+                writes.clear()
+        shard.pending_deletes.clear()
+
+    async def heartbeat(self) -> None:
+        """Tell the snapshot stage how far each assigned shard has got in event time.
+
+        A shard is idle when it has had no event for `idle_s` and nothing is waiting in its
+        partitions (end offsets from the broker, not the last fetch): an idle shard does not
+        hold windows open, one with a backlog does. One message covers all of this worker's
+        shards of the family, so the snapshot stage never sees half a tick.
+        """
+        tps = [tp for tp in self.app.assignor.assigned_actives()
+               if tp.topic in self.logic.sources]
+        if not tps:
+            return
+        ends = await self.app.consumer.highwaters(*tps)
+        now = time.monotonic()
+        backlog: dict[int, int] = {}
+        for tp in tps:
+            shard = self.shards.get(tp.partition)
+            done = shard.ingest[tp.topic].offset + 1 if shard and tp.topic in shard.ingest else 0
+            backlog[tp.partition] = backlog.get(tp.partition, 0) + max(0, ends[tp] - done)
+        report = {}
+        for partition, waiting in backlog.items():
+            shard = self.shards.get(partition)
+            quiet = shard is None or now - shard.last_event_wall > self.settings.idle_s
+            wm = None if shard is None or shard.watermark == -math.inf else shard.watermark
+            report[f"{self.logic.family}:{partition}"] = [wm, quiet and waiting == 0]
+        await self.partials.send(value=orjson.dumps({"t": "h", "shards": report}))
