@@ -13,6 +13,7 @@ offset, pair training starts with finishes by `run_id`, and track each model's n
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import time
@@ -122,7 +123,7 @@ class SnapshotStage:
 
     def _lifecycle(self, event: dict[str, Any]) -> None:
         model = event["model"]
-        info = self.models.setdefault(model, {"runs": {}, "retrain_ts": None})
+        info = self.models.setdefault(model, {"runs": {}, "retrains": []})
         kind, ts, run_id = event["kind"], event["ts"], event["run_id"]
         duration = event["duration_s"]
         if kind == "training_started" and run_id:
@@ -132,7 +133,9 @@ class SnapshotStage:
             if duration is None and started is not None:
                 duration = max(ts - started, 0.0)
         if kind == "training_finished":
-            info["retrain_ts"] = max(ts, info["retrain_ts"] or ts)
+            bisect.insort(info["retrains"], ts)
+            cutoff = bisect.bisect_left(info["retrains"], ts - self.settings.retention_s)
+            del info["retrains"][:max(cutoff - 1, 0)]  # keep one retrain older than retention
         self.writes[f"lc|{model}"] = info
         for size in self.settings.window_sizes:
             start = math.floor(ts / size) * size
@@ -230,9 +233,10 @@ class SnapshotStage:
                                     "ts": time.time()}
         if scope == "m":
             snapshot["model"] = name
-            info = self.models.get(name)
-            if info and info.get("retrain_ts") is not None:
-                snapshot["days_since_retrain"] = max(start + size - info["retrain_ts"], 0) / 86400
+            retrains = self.models.get(name, {}).get("retrains", [])
+            before = bisect.bisect_right(retrains, start + size)
+            if before:
+                snapshot["days_since_retrain"] = (start + size - retrains[before - 1]) / 86400
         elif scope == "d":
             snapshot["host"], _, snapshot["device"] = name.partition("/")
         elif scope == "h":

@@ -20,6 +20,7 @@ from agents.snapshots import run as run_snapshots
 from agents.telemetry import TelemetryLogic
 from streams import http
 from streams.kafka import faust_credentials
+from streams.metrics_view import MetricsView, follow
 from streams.settings import Settings
 from streams.shard import ShardRuntime
 from streams.topics import BYID_TOPIC, PARTIALS_TOPIC, SNAPSHOT_TABLE, Topics, shard_table
@@ -41,6 +42,7 @@ class Pulse:
     outputs: dict[str, Any]
     runtimes: dict[str, ShardRuntime]
     snapshots: SnapshotStage
+    view: MetricsView
 
 
 def _faust_app(settings: Settings) -> Any:
@@ -118,7 +120,13 @@ def create_app(settings: Settings) -> Pulse:
     async def tune_producer() -> None:
         app.producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
 
-    pulse = Pulse(settings, app, inputs, outputs, runtimes, stage)
+    view = MetricsView(settings.retention_s)
+
+    @app.task
+    async def follow_metrics() -> None:
+        await follow(settings, topics.outputs["metrics"], view)
+
+    pulse = Pulse(settings, app, inputs, outputs, runtimes, stage, view)
     http.register(pulse)
     return pulse
 

@@ -1,8 +1,14 @@
-"""HTTP views on the worker (JSON API)."""
+"""HTTP views on the worker: JSON API and Prometheus exposition.
+
+Bad query parameters answer 400 with a message naming the parameter; nothing answers with a
+traceback.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+
+from streams.metrics_view import Query, QueryError, prometheus
 
 if TYPE_CHECKING:
     from streams.app import Pulse
@@ -24,14 +30,31 @@ def ingest_totals(rows: Any, inputs: set[str]) -> dict[str, dict[str, int]]:
 def register(pulse: Pulse) -> None:
     app = pulse.app
 
-    @app.page("/api/v1/ingest")
-    async def ingest_view(web: Any, request: Any) -> Any:
-        """What this worker's partitions accepted and dead-lettered, per input topic."""
+    def ingest() -> dict[str, dict[str, int]]:
         inputs = set(pulse.inputs.values())
         totals: dict[str, dict[str, int]] = {}
         for runtime in pulse.runtimes.values():
             totals.update(ingest_totals(runtime.table.items(), inputs))
-        return web.json({"topics": totals})
+        return totals
+
+    @app.page("/api/v1/ingest")
+    async def ingest_view(web: Any, request: Any) -> Any:
+        """What this worker's partitions accepted and dead-lettered, per input topic."""
+        return web.json({"topics": ingest()})
+
+    @app.page("/api/v1/metrics")
+    async def metrics_json(web: Any, request: Any) -> Any:
+        """Snapshots, newest revision of each window; filters model, scope, window, from, to."""
+        try:
+            query = Query.parse(request.query)
+        except QueryError as exc:
+            return web.json({"error": str(exc)}, status=400)
+        return web.json({"metrics": pulse.view.query(query)})
+
+    @app.page("/metrics")
+    async def metrics_text(web: Any, request: Any) -> Any:
+        return web.text(prometheus(pulse.view, ingest()),
+                        content_type="text/plain; version=0.0.4")
 
     @app.page("/healthz")
     async def health_view(web: Any, request: Any) -> Any:

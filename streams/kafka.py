@@ -6,6 +6,7 @@ applies to Faust, to plain aiokafka producers and consumers, and to topic admini
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from typing import Any
 
@@ -90,7 +91,12 @@ async def ensure_topics(settings: Settings) -> list[str]:
                 if code not in (0, _TOPIC_ALREADY_EXISTS):
                     raise RuntimeError(f"could not create topic {name}: error code {code}")
         inputs = list(topics.inputs.values())
-        for described in await admin.describe_topics(inputs):
+        for _ in range(50):  # a topic just created can show no partitions for a moment
+            described_all = await admin.describe_topics(inputs)
+            if all(d["partitions"] for d in described_all):
+                break
+            await asyncio.sleep(0.2)
+        for described in described_all:
             count = len(described["partitions"])
             if count != settings.partitions:
                 raise TopicLayoutError(

@@ -15,8 +15,9 @@ INNOVATIONS = frozenset({"new_model", "new_features"})
 class Lifecycle(Sums):
     """Lifecycle counts of one model in one window, with training durations."""
 
-    FIELDS: ClassVar[tuple[str, ...]] = ("runs", "run_s", "run_max_s", "deployments",
+    FIELDS: ClassVar[tuple[str, ...]] = ("steps", "runs", "run_s", "run_max_s", "deployments",
                                          "rollbacks", "retrains", "innovations", "failed_runs")
+    steps: int
     runs: int
     run_s: float
     run_max_s: float
@@ -32,6 +33,7 @@ class Lifecycle(Sums):
 
     def add(self, kind: str, change: str | None, duration_s: float | None) -> None:
         """One lifecycle step; `duration_s` is the run's duration for a finished run."""
+        self.steps += 1
         if kind == "training_finished":
             self.retrains += 1
             if duration_s is not None:
@@ -67,7 +69,7 @@ class Lifecycle(Sums):
         return out
 
     def value(self) -> dict[str, Any] | None:
-        if not any(getattr(self, name) for name in self.FIELDS):
+        if not self.steps:
             return None
         return {
             "training_runs": self.runs,

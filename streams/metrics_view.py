@@ -1,0 +1,168 @@
+"""The latest snapshot of every window, read back from the `metrics` topic, for HTTP.
+
+Every worker follows the whole topic (no consumer group), so any worker answers for every
+model whichever partitions it owns, and the API shows exactly what downstream consumers see.
+Memory is bounded by the retention: windows older than the newest minus the retention go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streams.kafka import client_kwargs
+from streams.settings import Settings, parse_duration
+
+log = logging.getLogger(__name__)
+
+# Fields that are not metrics: identity and bookkeeping of a snapshot.
+IDENTITY = frozenset({"scope", "model", "host", "device", "pipeline", "stage", "window_s",
+                      "window_start", "window_end", "revision", "ts"})
+LABELS = ("model", "host", "device", "pipeline", "stage")
+MAX_RESULTS = 5000
+
+
+class QueryError(ValueError):
+    """A bad query parameter; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    model: str | None = None
+    scope: str | None = None
+    window_s: float | None = None
+    start: float = -math.inf
+    end: float = math.inf
+    limit: int = 500
+
+    @classmethod
+    def parse(cls, params: Any) -> Query:
+        known = {"model", "scope", "window", "from", "to", "limit"}
+        for name in params:
+            if name not in known:
+                raise QueryError(f"unknown parameter {name!r} (known: {', '.join(sorted(known))})")
+        scope = params.get("scope")
+        if scope is not None and scope not in ("model", "device", "host", "pipeline"):
+            raise QueryError("scope: expected model, device, host or pipeline")
+        window = None
+        if params.get("window") is not None:
+            try:
+                window = parse_duration("window", params["window"])
+            except ValueError as exc:
+                raise QueryError(str(exc).replace("invalid configuration ", "")) from None
+        return cls(model=params.get("model") or None, scope=scope, window_s=window,
+                   start=_number(params, "from", -math.inf), end=_number(params, "to", math.inf),
+                   limit=int(_number(params, "limit", 500, 1, MAX_RESULTS)))
+
+
+def _number(params: Any, name: str, default: float, low: float = -math.inf,
+            high: float = math.inf) -> float:
+    raw = params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise QueryError(f"{name}: expected a number, got {raw!r}") from None
+    if not math.isfinite(value) or not low <= value <= high:
+        raise QueryError(f"{name}: must be a finite number in [{low:g}, {high:g}]")
+    return value
+
+
+class MetricsView:
+    """Newest revision of each (entity, window size, window start)."""
+
+    def __init__(self, retention_s: float) -> None:
+        self.retention_s = retention_s
+        self.snapshots: dict[tuple[str, float, float], dict[str, Any]] = {}
+        self.newest_end = -math.inf
+
+    def add(self, snapshot: dict[str, Any]) -> None:
+        entity = "|".join(str(snapshot.get(k) or "") for k in ("scope", *LABELS))
+        key = (entity, snapshot["window_s"], snapshot["window_start"])
+        current = self.snapshots.get(key)
+        if current is None or current["revision"] <= snapshot["revision"]:
+            self.snapshots[key] = snapshot
+        if snapshot["window_end"] > self.newest_end:
+            self.newest_end = snapshot["window_end"]
+            cutoff = self.newest_end - self.retention_s
+            for old in [k for k, v in self.snapshots.items() if v["window_end"] < cutoff]:
+                del self.snapshots[old]
+
+    def query(self, q: Query) -> list[dict[str, Any]]:
+        rows = [s for s in self.snapshots.values()
+                if (q.model is None or s.get("model") == q.model)
+                and (q.scope is None or s["scope"] == q.scope)
+                and (q.window_s is None or s["window_s"] == q.window_s)
+                and q.start <= s["window_start"] and s["window_end"] <= q.end]
+        rows.sort(key=lambda s: (s["window_start"], s["scope"], s.get("model") or ""))
+        return rows[-q.limit:]
+
+    def latest(self) -> Iterator[dict[str, Any]]:
+        """The newest window of each (entity, window size)."""
+        newest: dict[tuple[str, float], dict[str, Any]] = {}
+        for (entity, size, start), snapshot in self.snapshots.items():
+            key = (entity, size)
+            if key not in newest or newest[key]["window_start"] < start:
+                newest[key] = snapshot
+        return iter(newest.values())
+
+
+def prometheus(view: MetricsView, counters: dict[str, dict[str, int]]) -> str:
+    """Prometheus text exposition: one gauge family per metric, `factory_` names."""
+    families: dict[str, list[str]] = {}
+    for snapshot in view.latest():
+        labels = {k: snapshot[k] for k in LABELS if snapshot.get(k)}
+        labels["window"] = f"{snapshot['window_s']:g}s"
+        label_text = ",".join(f'{k}="{_escape(str(v))}"' for k, v in sorted(labels.items()))
+        for name, value in snapshot.items():
+            if name in IDENTITY or isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            families.setdefault(name, []).append(f"factory_{name}{{{label_text}}} {value!r}")
+    lines: list[str] = []
+    for name in sorted(families):
+        lines += [f"# HELP factory_{name} {name} of the newest closed window",
+                  f"# TYPE factory_{name} gauge", *families[name]]
+    for metric, help_text in (("accepted", "events accepted"), ("rejected", "events dead-lettered"),
+                              ("messages", "messages read")):
+        lines += [f"# HELP factory_input_{metric}_total {help_text} by this worker's partitions",
+                  f"# TYPE factory_input_{metric}_total counter"]
+        lines += [f'factory_input_{metric}_total{{topic="{_escape(topic)}"}} {c[metric]}'
+                  for topic, c in sorted(counters.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+async def follow(settings: Settings, topic: str, view: MetricsView) -> None:
+    """Keep `view` up to date with `topic` until cancelled."""
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, **client_kwargs(settings))
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        while not partitions:
+            await asyncio.sleep(1)
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic)
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        while True:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            for records in batch.values():
+                for record in records:
+                    try:
+                        view.add(orjson.loads(record.value))
+                    except (orjson.JSONDecodeError, KeyError, TypeError):
+                        log.warning("skipping an unreadable snapshot at offset %s", record.offset)
+    finally:
+        await consumer.stop()
