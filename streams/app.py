@@ -64,6 +64,9 @@ def _faust_app(settings: Settings) -> Any:
         producer_max_request_size=2 * 1024 * 1024,
         stream_buffer_maxsize=max(4096, settings.max_batch * 2),
         broker_commit_interval=1.0,
+        # A killed worker's partitions move once the group notices it is gone.
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=max(settings.session_timeout_s / 10, 0.5),
         web_enabled=True,
         web_host=settings.web_host,
         web_bind=settings.web_host,

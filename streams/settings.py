@@ -77,6 +77,7 @@ class Settings:
     idle_s: float = 10.0
     flush_interval_s: float = 0.5
     max_batch: int = 2000
+    session_timeout_s: float = 30.0
     prices: Prices = field(default_factory=Prices)
     regressors: frozenset[str] = frozenset()
     config_path: Path | None = None
@@ -169,7 +170,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 _SECTIONS = {
-    "kafka": {"bootstrap", "topic_prefix", "partitions", "replication_factor"},
+    "kafka": {"bootstrap", "topic_prefix", "partitions", "replication_factor",
+              "session_timeout"},
     "worker": {"app_id", "store", "state_dir", "web_host", "web_port", "flush_interval",
                "max_batch", "idle"},
     "windows": {"sizes", "retention", "label_horizon", "grace", "max_future"},
@@ -204,6 +206,7 @@ _ENV_KEYS = {
     "FACTORY_FLUSH_INTERVAL": "worker.flush_interval",
     "FACTORY_GRACE": "windows.grace",
     "FACTORY_IDLE": "worker.idle",
+    "FACTORY_SESSION_TIMEOUT": "kafka.session_timeout",
 }
 
 
@@ -247,6 +250,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         idle_s=get("worker.idle", 10.0, parse_duration),
         flush_interval_s=get("worker.flush_interval", 0.5, parse_duration),
         max_batch=get("worker.max_batch", 2000, lambda k, v: _int(k, v, 1, 1_000_000)),
+        session_timeout_s=get("kafka.session_timeout", 30.0, parse_duration),
         prices=_prices(values),
         regressors=get("regressors", frozenset(), _regressors),
         config_path=config_path,

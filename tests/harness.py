@@ -59,6 +59,7 @@ class Env:
             "FACTORY_PARTITIONS": str(self.partitions),
             "FACTORY_STATE_DIR": str(self.state_dir),
             "FACTORY_WEB_PORT": str(self.web_port),
+            "FACTORY_SESSION_TIMEOUT": "6s",
             **self.extra,
         }
 

@@ -4,12 +4,16 @@ scikit-learn over the same event log."""
 from __future__ import annotations
 
 import random
+import signal
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.factory_log import WINDOW, compare, expected, generate
 from tests.harness import Env, Worker, produce, read_all, wait_for
@@ -90,3 +94,67 @@ def test_every_metric_matches_an_independent_computation(env: Env, tmp_path: Pat
     assert len(windows) >= 5
     assert all(s["window_end"] - s["window_start"] == WINDOW for s in got.values())
     assert all(w.alive() for w in worker_factory)
+    _check_http(worker_factory[0], got)
+
+
+def _check_http(worker: Worker, got: dict[tuple[str, str, float], dict[str, Any]]) -> None:
+    """The worker's HTTP views show what the `metrics` topic holds."""
+    churn = {k[2]: v for k, v in got.items() if k[:2] == ("model", "churn")}
+    rows = wait_for(lambda: (r := worker.get("/api/v1/metrics?model=churn&window=60s")["metrics"])
+                    and len(r) == len(churn) and r, what="the API to catch up")
+    assert [r["window_start"] for r in rows] == sorted(churn)
+    assert all(r == churn[r["window_start"]] for r in rows)
+    first = min(churn)
+    ranged = worker.get(f"/api/v1/metrics?model=churn&from={first}&to={first + 60}")["metrics"]
+    assert [r["window_start"] for r in ranged] == [first]
+    for bad, words in (("window=soon", "window"), ("from=yesterday", "from"),
+                       ("limit=0", "limit"), ("scope=planet", "scope"), ("colour=red", "colour")):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            worker.get(f"/api/v1/metrics?{bad}")
+        assert err.value.code == 400
+        assert words in orjson.loads(err.value.read())["error"]
+    url = f"http://127.0.0.1:{worker.env.web_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 (loopback only)
+        text = resp.read().decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    newest = churn[max(churn)]
+    sample = next(s for s in families["factory_predictions"].samples
+                  if s.labels == {"model": "churn", "window": "60s"})
+    assert sample.value == newest["predictions"]
+    assert "factory_gpu_util_avg" in families
+    assert any(s.labels.get("device") == "gpu0" for s in families["factory_gpu_util_avg"].samples)
+    accepted = families["factory_input_accepted"].samples
+    assert sum(s.value for s in accepted if s.labels["topic"].endswith(".predictions")) > 0
+
+
+def test_predictions_are_counted_once_across_a_kill_and_producer_retries(
+    env: Env, tmp_path: Path, worker_factory: list[Worker],
+) -> None:
+    start = (int(time.time() // 86400) - 1) * 86400.0
+    config = tmp_path / "factory.toml"
+    config.write_text('[windows]\ngrace = "1s"\n[worker]\nidle = "2s"\n')
+    env.extra["FACTORY_CONFIG"] = str(config)
+    env.create_topics()
+    worker = Worker(env, tmp_path / "worker.log")
+    worker_factory.append(worker.start())
+    events = [{"event_id": f"e{i}", "ts": start + i % 120, "model": "m", "version": "1"}
+              for i in range(2000)]
+    first, second = events[:1200], events[800:]  # 400 events sent twice, across the kill
+    topic = env.topic("predictions")
+    produce(env.bootstrap, [(topic, i % env.partitions, orjson.dumps(first[i:i + 100]))
+                            for i in range(0, len(first), 100)])
+    wait_for(lambda: worker.get("/api/v1/ingest")["topics"].get(topic, {}).get("accepted") == 1200,
+             what="the first part to be ingested")
+    worker.stop(signal.SIGKILL)
+    produce(env.bootstrap, [(topic, i % env.partitions, orjson.dumps(second[i:i + 100]))
+                            for i in range(0, len(second), 100)])
+    worker.start()
+
+    def counts() -> dict[float, int] | None:
+        got = {k[2]: v["predictions"] for k, v in _latest(env).items()
+               if k[:2] == ("model", "m")}
+        return got if sum(got.values()) == 2000 else None
+
+    got = wait_for(counts, timeout_s=90, what="2000 distinct predictions in snapshots")
+    first_window = sum(1 for e in events if e["ts"] < start + 60)
+    assert got == {start: first_window, start + 60: 2000 - first_window}
