@@ -6,13 +6,13 @@ retrain need all of a model's steps in one place, whatever partition they were p
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
 
 from schemas.codec import VALIDATORS, Rejection
-from schemas.fields import JSON
+from schemas.fields import JSON, Validator
 from streams.settings import Settings
 from streams.shard import Message, Shard, ShardRuntime, group_by_entity
 
@@ -25,7 +25,7 @@ class DeploymentLogic:
         self.sources = sources
         self._pending: dict[int, list[tuple[int, list[JSON]]]] = {}
 
-    def validator(self, src: str) -> Callable[[JSON], JSON] | None:
+    def validator(self, src: str) -> Validator | None:
         return VALIDATORS["deployments"]
 
     def load(self, shard: Shard, items: Iterable[tuple[str, Any]]) -> None:

@@ -21,6 +21,6 @@ class FeedbackLogic(SimpleLogic):
 
     def update(self, entity: str, state: WindowState, rows: Rows,
                picked: npt.NDArray[np.int64]) -> None:
-        engaged = np.array([rows.events[i]["engaged"] is True for i in picked.tolist()])
+        engaged = np.array([rows.events[i].get("engaged") is True for i in picked.tolist()])
         state.family("feedback").update(rows.column("rating")[picked],
                                         rows.column("thumbs")[picked], engaged)

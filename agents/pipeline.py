@@ -21,7 +21,7 @@ class PipelineLogic(SimpleLogic):
 
     def update(self, entity: str, state: WindowState, rows: Rows,
                picked: npt.NDArray[np.int64]) -> None:
-        failed = np.array([rows.events[i]["status"] == "error" for i in picked.tolist()])
+        failed = np.array([rows.events[i].get("status") == "error" for i in picked.tolist()])
         state.family("throughput").update(rows.column("records")[picked],
                                           rows.column("bytes")[picked],
                                           rows.column("duration_s")[picked], failed)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 
 from schemas.codec import VALIDATORS, Rejection
-from schemas.fields import JSON
+from schemas.fields import JSON, Validator
 from streams.settings import Settings
 from streams.shard import Message, Shard, ShardRuntime, time_rejection
 
@@ -91,7 +91,7 @@ class PredictionLogic:
                             "labels": VALIDATORS["labels"]}
         self.forwards: dict[int, dict[str, list[JSON]]] = {}
 
-    def validator(self, src: str) -> Callable[[JSON], JSON] | None:
+    def validator(self, src: str) -> Validator | None:
         return self._validators.get(src)
 
     def load(self, shard: Shard, items: Iterable[tuple[str, Any]]) -> None:
@@ -144,14 +144,15 @@ class PredictionLogic:
                         join.duplicates += 1
                         continue
                     model = event["model"]
-                    join.index[eid] = (model, ts, event["predicted"], join.row_seq("P"))
-                    join.new_predictions.append((eid, model, ts, event["predicted"]))
+                    predicted = event.get("predicted")
+                    join.index[eid] = (model, ts, predicted, join.row_seq("P"))
+                    join.new_predictions.append((eid, model, ts, predicted))
                     cols = models.get(model)
                     if cols is None:
                         cols = models[model] = _Columns()
                     cols.ts.append(ts)
-                    cols.failed.append(event["status"] == "error")
-                    latency, cost = event["latency_ms"], event["cost_usd"]
+                    cols.failed.append(event.get("status") == "error")
+                    latency, cost = event.get("latency_ms"), event.get("cost_usd")
                     cols.latency.append(math.nan if latency is None else latency)
                     cols.cost.append(math.nan if cost is None else cost)
                     cols.msg.append(mi)
@@ -163,8 +164,9 @@ class PredictionLogic:
                 elif eid in join.index:
                     self._label(join, labels, eid, event["label"], ts, mi)
                 else:
-                    join.orphans[eid] = (event["label"], ts, event["model"], join.row_seq("O"))
-                    join.new_orphans.append((eid, event["label"], ts, event["model"]))
+                    join.orphans[eid] = (event["label"], ts, event.get("model"),
+                                         join.row_seq("O"))
+                    join.new_orphans.append((eid, event["label"], ts, event.get("model")))
         if newest > -math.inf:
             shard.observe(newest)
         self._update_traffic(shard, messages, models)

@@ -124,8 +124,8 @@ class SnapshotStage:
     def _lifecycle(self, event: dict[str, Any]) -> None:
         model = event["model"]
         info = self.models.setdefault(model, {"runs": {}, "retrains": []})
-        kind, ts, run_id = event["kind"], event["ts"], event["run_id"]
-        duration = event["duration_s"]
+        kind, ts, run_id = event["kind"], event["ts"], event.get("run_id")
+        duration = event.get("duration_s")
         if kind == "training_started" and run_id:
             info["runs"][run_id] = ts
         elif kind in ("training_finished", "training_failed") and run_id:
@@ -144,7 +144,7 @@ class SnapshotStage:
             if entry is None:
                 entry = self.entries[key] = Entry()
             state = WindowState.from_state(entry.parts.get(LIFECYCLE_PART, {}))
-            state.family("lifecycle").add(kind, event["change"], duration)
+            state.family("lifecycle").add(kind, event.get("change"), duration)
             entry.parts[LIFECYCLE_PART] = state.to_state()
             entry.dirty = True
             self.writes[key] = entry

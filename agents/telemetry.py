@@ -24,20 +24,20 @@ class TelemetryLogic(SimpleLogic):
     topic = "telemetry"
 
     def entities(self, event: JSON) -> Iterable[str]:
-        return (f"m:{event['model'] or UNATTRIBUTED}", f"d:{event['host']}/{event['device']}",
+        return (f"m:{event.get('model') or UNATTRIBUTED}", f"d:{event['host']}/{event['device']}",
                 f"h:{event['host']}")
 
     def _hourly(self, event: JSON) -> float:
         prices = self.settings.prices.per_hour
-        price = prices.get(event["device_name"] or "", prices.get(event["kind"]))
+        price = prices.get(event.get("device_name") or "", prices.get(event["kind"]))
         return math.nan if price is None else price
 
     def update(self, entity: str, state: WindowState, rows: Rows,
                picked: npt.NDArray[np.int64]) -> None:
         events = [rows.events[i] for i in picked.tolist()]
         mem = np.array([e["mem_used_bytes"] / e["mem_total_bytes"]
-                        if e["mem_used_bytes"] is not None and e["mem_total_bytes"] else math.nan
-                        for e in events])
+                        if e.get("mem_used_bytes") is not None and e.get("mem_total_bytes")
+                        else math.nan for e in events])
         util_rows = (np.ones(len(events), dtype=bool) if entity.startswith("d:")
                      else np.array([e["kind"] == "gpu" for e in events]))
         charge = entity.startswith("m:")  # cost and energy are attributed to models only

@@ -7,16 +7,13 @@ its own, so one bad event never costs the good ones beside it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from schemas.events import INPUT_RECORDS
-from schemas.fields import JSON, ValidationError, compile_validator
-
-Validator = Callable[[JSON], JSON]
+from schemas.fields import JSON, ValidationError, Validator, compile_validator
 
 VALIDATORS: dict[str, Validator] = {r.TOPIC: compile_validator(r) for r in INPUT_RECORDS}
 
@@ -41,23 +38,15 @@ def decode_message(value: bytes | None, validate: Validator) -> tuple[list[JSON]
         return [], [Rejection(f"invalid JSON: {exc}", None, None, value)]
     if isinstance(doc, dict):
         try:
-            return [validate(doc)], []
+            return [validate.one(doc)], []
         except ValidationError as exc:
             return [], [Rejection(str(exc), exc.field, None, value)]
     if not isinstance(doc, list):
         kind = type(doc).__name__
         return [], [Rejection(f"expected a JSON object or array, got {kind}", None, None, value)]
-    events: list[JSON] = []
-    rejections: list[Rejection] = []
-    for index, item in enumerate(doc):
-        if not isinstance(item, dict):
-            raw = orjson.dumps(item)
-            rejections.append(Rejection("event must be a JSON object", None, index, raw))
-            continue
-        try:
-            events.append(validate(item))
-        except ValidationError as exc:
-            rejections.append(Rejection(str(exc), exc.field, index, orjson.dumps(item)))
+    events, errors = validate.batch(doc)
+    rejections = [Rejection(exc.problem if not exc.field else str(exc), exc.field or None, index,
+                            orjson.dumps(doc[index])) for index, exc in errors]
     return events, rejections
 
 

@@ -31,7 +31,7 @@ from faust.streams import _current_event
 
 from agents.aggregators.window import WindowState
 from schemas.codec import VALIDATORS, Rejection, decode_message
-from schemas.fields import JSON
+from schemas.fields import JSON, Validator
 from streams import deadletter
 from streams.settings import Settings
 
@@ -174,7 +174,7 @@ class FamilyLogic(Protocol):
     family: str
     sources: dict[str, str]  # full topic name -> short source name
 
-    def validator(self, src: str) -> Callable[[JSON], JSON] | None:
+    def validator(self, src: str) -> Validator | None:
         """The validator for events of `src`, or None for trusted internal topics."""
 
     def load(self, shard: Shard, items: Iterable[tuple[str, Any]]) -> None:
@@ -215,7 +215,7 @@ class Rows:
 
     def column(self, name: str) -> npt.NDArray[np.float64]:
         """A numeric column, NaN where the optional field is absent."""
-        return np.array([math.nan if e[name] is None else e[name] for e in self.events],
+        return np.array([math.nan if e.get(name) is None else e[name] for e in self.events],
                         dtype=np.float64)
 
     def arrays(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
@@ -259,7 +259,7 @@ class SimpleLogic:
         self.settings = settings
         self.sources = sources
 
-    def validator(self, src: str) -> Callable[[JSON], JSON] | None:
+    def validator(self, src: str) -> Validator | None:
         return VALIDATORS[self.topic]
 
     def load(self, shard: Shard, items: Iterable[tuple[str, Any]]) -> None:

@@ -4,6 +4,8 @@ import copy
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schemas.codec import VALIDATORS
 from schemas.fields import ValidationError
@@ -45,12 +47,35 @@ def test_non_finite_numbers_are_rejected(topic: str, name: str, bad: float) -> N
         VALIDATORS[topic](with_field(topic, name, bad))
 
 
-def test_optional_fields_get_contract_defaults() -> None:
-    event = VALIDATORS["predictions"](
-        {"event_id": "x", "ts": 1.0, "model": "m", "version": "1"})
-    assert event["status"] == "ok"
-    assert event["latency_ms"] is None
-    assert VALIDATORS["pipeline"](without("pipeline", "status"))["status"] == "ok"
+def test_absent_optional_fields_stay_absent() -> None:
+    event = {"event_id": "x", "ts": 1.0, "model": "m", "version": "1"}
+    assert VALIDATORS["predictions"](dict(event)) == event
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(sorted(VALID)), st.lists(st.integers(0, len(INVALID_FIELDS) + 3),
+                                                 min_size=1, max_size=12))
+def test_batch_check_agrees_with_event_by_event(topic: str, picks: list[int]) -> None:
+    cases = [case for case in INVALID_FIELDS if case[0] == topic]
+    events: list[Any] = []
+    for pick in picks:
+        if pick < len(cases) and pick % 2:
+            _, name, value, _ = cases[pick]
+            events.append(with_field(topic, name, value))
+        elif pick == len(INVALID_FIELDS) + 3:
+            events.append(without(topic, REQUIRED[topic][0]))
+        else:
+            events.append(copy.deepcopy(VALID[topic]))
+    validator = VALIDATORS[topic]
+    valid, errors = validator.batch(copy.deepcopy(events))
+    expected_errors = []
+    for index, event in enumerate(copy.deepcopy(events)):
+        try:
+            validator.one(event)
+        except ValidationError as exc:
+            expected_errors.append((index, str(exc)))
+    assert [(i, str(e)) for i, e in errors] == expected_errors
+    assert len(valid) == len(events) - len(expected_errors)
 
 
 def test_integral_float_is_accepted_as_integer_and_bool_is_not_a_number() -> None:
