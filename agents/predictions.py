@@ -58,11 +58,12 @@ class Join:
 
 
 class _Columns:
-    """Per-model columns of one batch, filled event by event, then handed to numpy."""
+    """Columns of one batch's new predictions, handed to numpy once per flush."""
 
-    __slots__ = ("cost", "failed", "latency", "msg", "ts")
+    __slots__ = ("cost", "failed", "latency", "model", "msg", "ts")
 
     def __init__(self) -> None:
+        self.model: list[str] = []
         self.ts: list[float] = []
         self.failed: list[bool] = []
         self.latency: list[float] = []
@@ -121,11 +122,16 @@ class PredictionLogic:
         n_parts = self.settings.partitions
         oldest = shard.watermark - self.settings.retention_s
         rejected: list[tuple[Rejection, Message]] = []
-        models: dict[str, _Columns] = {}
+        cols = _Columns()
         labels: dict[str, _LabelColumns] = {}
         newest = -math.inf
         for mi, message in enumerate(messages):
             local = message.src != "byid"
+            if message.kind == "predictions" and message.events:
+                fast = self._fast_predictions(shard, join, message, mi, local, oldest, cols)
+                if fast is not None:
+                    newest = max(newest, fast)
+                    continue
             for event in message.events:
                 eid = event["event_id"]
                 if local and route(eid, n_parts) != shard.partition:
@@ -147,9 +153,7 @@ class PredictionLogic:
                     predicted = event.get("predicted")
                     join.index[eid] = (model, ts, predicted, join.row_seq("P"))
                     join.new_predictions.append((eid, model, ts, predicted))
-                    cols = models.get(model)
-                    if cols is None:
-                        cols = models[model] = _Columns()
+                    cols.model.append(model)
                     cols.ts.append(ts)
                     cols.failed.append(event.get("status") == "error")
                     latency, cost = event.get("latency_ms"), event.get("cost_usd")
@@ -169,9 +173,45 @@ class PredictionLogic:
                     join.new_orphans.append((eid, event["label"], ts, event.get("model")))
         if newest > -math.inf:
             shard.observe(newest)
-        self._update_traffic(shard, messages, models)
+        self._update_traffic(shard, messages, cols)
         self._update_quality(shard, messages, labels)
         return rejected
+
+    def _fast_predictions(self, shard: Shard, join: Join, message: Message, mi: int,
+                          local: bool, oldest: float, cols: _Columns) -> float | None:
+        """Apply a message of new, well-routed predictions column by column.
+
+        Returns the newest event time, or None (nothing applied) when the message holds a
+        duplicate, an event of another shard, one past retention or one an orphan label
+        waits for: those take the event-by-event path.
+        """
+        events = message.events
+        ids = [e["event_id"] for e in events]
+        if local:
+            n_parts, mine = self.settings.partitions, shard.partition
+            routes = [zlib.crc32(i.encode()) % n_parts for i in ids]
+            if routes.count(mine) != len(routes):
+                return None
+        ts = [e["ts"] for e in events]
+        if min(ts) < oldest or len(set(ids)) != len(ids) or not join.index.keys().isdisjoint(ids):
+            return None
+        if join.orphans and not join.orphans.keys().isdisjoint(ids):
+            return None
+        models = [e["model"] for e in events]
+        predicted = [e.get("predicted") for e in events]
+        pending = len(join.new_predictions)
+        seqs = (np.arange(pending, pending + len(ids)) // CHUNK_ROWS
+                + join.next_seq["P"]).tolist()
+        join.index.update(zip(ids, zip(models, ts, predicted, seqs, strict=True), strict=True))
+        join.new_predictions.extend(zip(ids, models, ts, predicted, strict=True))
+        cols.model.extend(models)
+        cols.ts.extend(ts)
+        cols.failed.extend([e.get("status") == "error" for e in events])
+        cols.latency.extend([math.nan if (v := e.get("latency_ms")) is None else v
+                             for e in events])
+        cols.cost.extend([math.nan if (v := e.get("cost_usd")) is None else v for e in events])
+        cols.msg.extend([mi] * len(ids))
+        return float(max(ts))
 
     @staticmethod
     def _label(join: Join, labels: dict[str, _LabelColumns], eid: str, label: Any,
@@ -188,14 +228,21 @@ class PredictionLogic:
         cols.delay.append(label_ts - ts)
         cols.msg.append(mi)
 
-    def _update_traffic(self, shard: Shard, messages: list[Message],
-                        models: dict[str, _Columns]) -> None:
-        for model, cols in models.items():
-            ts = np.array(cols.ts)
-            msg = np.array(cols.msg, dtype=np.int64)
-            failed = np.array(cols.failed)
-            latency = np.array(cols.latency)
-            cost = np.array(cols.cost)
+    def _update_traffic(self, shard: Shard, messages: list[Message], cols: _Columns) -> None:
+        if not cols.ts:
+            return
+        codes = {model: code for code, model in enumerate(dict.fromkeys(cols.model))}
+        names = list(codes)
+        which = np.fromiter(map(codes.__getitem__, cols.model), np.int64, len(cols.model))
+        ts_all = np.array(cols.ts)
+        msg_all = np.array(cols.msg, dtype=np.int64)
+        failed_all = np.array(cols.failed)
+        latency_all = np.array(cols.latency)
+        cost_all = np.array(cols.cost)
+        for k, model in enumerate(names):
+            mine = np.flatnonzero(which == k) if len(names) > 1 else slice(None)
+            ts, msg = ts_all[mine], msg_all[mine]
+            failed, latency, cost = failed_all[mine], latency_all[mine], cost_all[mine]
             for state, rows in shard.windows(f"m:{model}", ts, msg, messages):
                 state.family("traffic").update(failed[rows], latency[rows], cost[rows])
 

@@ -175,8 +175,8 @@ def bare_rate(bootstrap: str, topic: str, n: int, workdir: Path) -> float:
            "BARE_TOPIC": topic, "BARE_N": str(n), "PYTHONUNBUFFERED": "1"}
     began = time.monotonic()
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "faust", "-A", "bare", "worker",
-                                 "-l", "warning", "--datadir", str(workdir / "bare-data")],
+        proc = subprocess.Popen([sys.executable, "-m", "faust", "--datadir",
+                                 str(workdir / "bare-data"), "-A", "bare", "worker", "-l", "info"],
                                 cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
     first = None
     while b"BARE_DONE" not in log.read_bytes():

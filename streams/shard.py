@@ -156,8 +156,9 @@ class Shard:
                 slot = self.slot(entity, size, start)
                 if slot is None:
                     continue
-                fresh = np.fromiter((slot.accepts(messages[i]) for i in msg[rows].tolist()),
-                                    bool, rows.size)
+                accepted = np.fromiter((slot.accepts(m) for m in messages), bool,
+                                       len(messages))
+                fresh = accepted[msg[rows]]
                 if not fresh.any():
                     continue
                 slot.dirty = True
