@@ -63,6 +63,9 @@ def _faust_app(settings: Settings) -> Any:
         producer_max_batch_size=1024 * 1024,
         producer_max_request_size=2 * 1024 * 1024,
         stream_buffer_maxsize=max(4096, settings.max_batch * 2),
+        # Batched messages are large: fetch many per round trip.
+        consumer_max_fetch_size=16 * 1024 * 1024,
+        broker_max_poll_records=2000,
         broker_commit_interval=1.0,
         # A killed worker's partitions move once the group notices it is gone.
         broker_session_timeout=settings.session_timeout_s,

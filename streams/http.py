@@ -6,24 +6,29 @@ traceback.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from streams.metrics_view import Query, QueryError, prometheus
+from streams.shard import ShardRuntime
 
 if TYPE_CHECKING:
     from streams.app import Pulse
 
 
-def ingest_totals(rows: Any, inputs: set[str]) -> dict[str, dict[str, int]]:
-    """Per-input-topic totals from the rows `{"<partition>|ingest|<topic>": counts}`."""
+def ingest_totals(runtimes: Iterable[ShardRuntime], inputs: set[str],
+                  ) -> dict[str, dict[str, int]]:
+    """Per-input-topic totals of the shards this worker holds (from memory, not the table)."""
     totals: dict[str, dict[str, int]] = {}
-    for key, counts in rows:
-        kind, _, topic = key.partition("|")[2].partition("|")
-        if kind != "ingest" or topic not in inputs:
-            continue
-        into = totals.setdefault(topic, {"messages": 0, "accepted": 0, "rejected": 0})
-        for name in into:
-            into[name] += counts[name]
+    for runtime in runtimes:
+        for shard in list(runtime.shards.values()):
+            for topic, progress in shard.ingest.items():
+                if topic not in inputs:
+                    continue
+                into = totals.setdefault(topic, {"messages": 0, "accepted": 0, "rejected": 0})
+                into["messages"] += progress.messages
+                into["accepted"] += progress.accepted
+                into["rejected"] += progress.rejected
     return totals
 
 
@@ -31,11 +36,7 @@ def register(pulse: Pulse) -> None:
     app = pulse.app
 
     def ingest() -> dict[str, dict[str, int]]:
-        inputs = set(pulse.inputs.values())
-        totals: dict[str, dict[str, int]] = {}
-        for runtime in pulse.runtimes.values():
-            totals.update(ingest_totals(runtime.table.items(), inputs))
-        return totals
+        return ingest_totals(pulse.runtimes.values(), set(pulse.inputs.values()))
 
     @app.page("/api/v1/ingest")
     async def ingest_view(web: Any, request: Any) -> Any:
