@@ -65,7 +65,7 @@ def _faust_app(settings: Settings) -> Any:
         stream_buffer_maxsize=max(4096, settings.max_batch * 2),
         # Batched messages are large: fetch many per round trip.
         consumer_max_fetch_size=16 * 1024 * 1024,
-        broker_max_poll_records=2000,
+        broker_max_poll_records=None,
         broker_commit_interval=1.0,
         # A killed worker's partitions move once the group notices it is gone.
         broker_session_timeout=settings.session_timeout_s,

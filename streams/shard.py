@@ -14,7 +14,6 @@ are skipped for that slot: replays cannot double count, without Kafka transactio
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -298,7 +297,6 @@ class ShardRuntime:
         self.deadletters = deadletters
         self.byid = byid
         self.shards: dict[int, Shard] = {}
-        self._lock = asyncio.Lock()
 
     def shard(self, partition: int) -> Shard:
         shard = self.shards.get(partition)
@@ -322,12 +320,14 @@ class ShardRuntime:
             self.shards.pop(partition, None)
 
     async def run(self, stream: Any) -> None:
-        """The agent body."""
+        """The agent body: batches of unacknowledged events, each flushed then acknowledged.
+
+        A batch ends at `max_batch` events or after `flush_interval_s`, whichever comes first.
+        """
         settings = self.settings
         async for events in stream.noack_take(settings.max_batch,
                                               within=settings.flush_interval_s):
-            async with self._lock:
-                await self._process(events)
+            await self._process(events)
 
     async def _process(self, events: list[Any]) -> None:
         by_partition: dict[int, list[Message]] = {}
@@ -419,21 +419,22 @@ class ShardRuntime:
         """Tell the snapshot stage how far each assigned shard has got in event time.
 
         A shard is idle when it has had no event for `idle_s` and nothing is waiting in its
-        partitions (end offsets from the broker, not the last fetch): an idle shard does not
-        hold windows open, one with a backlog does. One message covers all of this worker's
-        shards of the family, so the snapshot stage never sees half a tick.
+        partitions (end offsets as of the consumer's last fetch, which runs continuously): an
+        idle shard does not hold windows open, one with a backlog does. One message covers all
+        of this worker's shards of the family, so the snapshot stage never sees half a tick.
         """
         tps = [tp for tp in self.app.assignor.assigned_actives()
                if tp.topic in self.logic.sources]
         if not tps:
             return
-        ends = await self.app.consumer.highwaters(*tps)
+        consumer = self.app.consumer
         now = time.monotonic()
         backlog: dict[int, int] = {}
         for tp in tps:
             shard = self.shards.get(tp.partition)
             done = shard.ingest[tp.topic].offset + 1 if shard and tp.topic in shard.ingest else 0
-            backlog[tp.partition] = backlog.get(tp.partition, 0) + max(0, ends[tp] - done)
+            end = consumer.highwater(tp) or 0
+            backlog[tp.partition] = backlog.get(tp.partition, 0) + max(0, end - done)
         report = {}
         for partition, waiting in backlog.items():
             shard = self.shards.get(partition)
