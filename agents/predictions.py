@@ -163,8 +163,8 @@ class PredictionLogic:
                     orphan = join.orphans.pop(eid, None)
                     if orphan is not None:
                         self._label(join, labels, eid, orphan[0], orphan[1], mi)
-                elif eid in join.labelled:
-                    join.duplicates += 1
+                elif eid in join.labelled or eid in join.orphans:
+                    join.duplicates += 1  # the first label of a prediction is the one kept
                 elif eid in join.index:
                     self._label(join, labels, eid, event["label"], ts, mi)
                 else:

@@ -54,7 +54,12 @@ def register(pulse: Pulse) -> None:
 
     @app.page("/metrics")
     async def metrics_text(web: Any, request: Any) -> Any:
-        return web.text(prometheus(pulse.view, ingest()),
+        joins = [s.extra for s in pulse.runtimes["predictions"].shards.values()]
+        join = {"duplicates": sum(j.duplicates for j in joins),
+                "labels_unmatched": sum(j.unmatched_expired for j in joins),
+                "labels_waiting": sum(len(j.orphans) for j in joins),
+                "predictions_joinable": sum(len(j.index) for j in joins)}
+        return web.text(prometheus(pulse.view, ingest(), join),
                         content_type="text/plain; version=0.0.4")
 
     @app.page("/healthz")

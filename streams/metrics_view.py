@@ -115,7 +115,8 @@ class MetricsView:
         return iter(newest.values())
 
 
-def prometheus(view: MetricsView, counters: dict[str, dict[str, int]]) -> str:
+def prometheus(view: MetricsView, counters: dict[str, dict[str, int]],
+               join: dict[str, int]) -> str:
     """Prometheus text exposition: one gauge family per metric, `factory_` names."""
     families: dict[str, list[str]] = {}
     for snapshot in view.latest():
@@ -136,6 +137,15 @@ def prometheus(view: MetricsView, counters: dict[str, dict[str, int]]) -> str:
                   f"# TYPE factory_input_{metric}_total counter"]
         lines += [f'factory_input_{metric}_total{{topic="{_escape(topic)}"}} {c[metric]}'
                   for topic, c in sorted(counters.items())]
+    for name, help_text in (("duplicates", "repeated prediction event ids and labels ignored"),
+                            ("labels_unmatched", "labels whose prediction never arrived within "
+                                                 "the label horizon"),
+                            ("labels_waiting", "labels waiting for their prediction"),
+                            ("predictions_joinable", "predictions held for their label")):
+        kind = "gauge" if name in ("labels_waiting", "predictions_joinable") else "counter"
+        suffix = "_total" if kind == "counter" else ""
+        lines += [f"# HELP factory_{name}{suffix} {help_text} (this worker's shards)",
+                  f"# TYPE factory_{name}{suffix} {kind}", f"factory_{name}{suffix} {join[name]}"]
     return "\n".join(lines) + "\n"
 
 

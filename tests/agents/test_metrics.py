@@ -94,10 +94,15 @@ def test_every_metric_matches_an_independent_computation(env: Env, tmp_path: Pat
     assert len(windows) >= 5
     assert all(s["window_end"] - s["window_start"] == WINDOW for s in got.values())
     assert all(w.alive() for w in worker_factory)
-    _check_http(worker_factory[0], got)
+    if workers == 1:
+        labels = log.events["labels"]
+        label_retries = len(labels) - len({y["event_id"] for y in labels})
+        _check_http(worker_factory[0], got, log.duplicate_predictions + label_retries,
+                    log.unknown_labels)
 
 
-def _check_http(worker: Worker, got: dict[tuple[str, str, float], dict[str, Any]]) -> None:
+def _check_http(worker: Worker, got: dict[tuple[str, str, float], dict[str, Any]],
+                duplicates: int, unknown_labels: int) -> None:
     """The worker's HTTP views show what the `metrics` topic holds."""
     churn = {k[2]: v for k, v in got.items() if k[:2] == ("model", "churn")}
     rows = wait_for(lambda: (r := worker.get("/api/v1/metrics?model=churn&window=60s")["metrics"])
@@ -123,6 +128,8 @@ def _check_http(worker: Worker, got: dict[tuple[str, str, float], dict[str, Any]
     assert sample.value == newest["predictions"]
     assert "factory_gpu_util_avg" in families
     assert any(s.labels.get("device") == "gpu0" for s in families["factory_gpu_util_avg"].samples)
+    assert families["factory_duplicates"].samples[0].value == duplicates
+    assert families["factory_labels_waiting"].samples[0].value == unknown_labels
     accepted = families["factory_input_accepted"].samples
     assert sum(s.value for s in accepted if s.labels["topic"].endswith(".predictions")) > 0
 
