@@ -25,14 +25,10 @@ from schemas.codec import VALIDATORS, Rejection
 from schemas.fields import JSON, Validator
 from streams.settings import Settings
 from streams.shard import Message, Shard, ShardRuntime, time_rejection
+from streams.topics import route
 
 CHUNK_ROWS = 4000
 UNKNOWN_MODEL = "_unknown"
-
-
-def route(event_id: str, partitions: int) -> int:
-    """The shard of an event id; the client library uses the same function."""
-    return zlib.crc32(event_id.encode()) % partitions
 
 
 @dataclass

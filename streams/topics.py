@@ -6,6 +6,7 @@ state kept in them, so these names are part of the deployment's contract.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 from schemas.events import INPUT_RECORDS
@@ -49,6 +50,11 @@ class Topics:
 
     def all(self) -> list[str]:
         return [*self.inputs.values(), *self.outputs.values()]
+
+
+def route(key: str, partitions: int) -> int:
+    """The partition of an event id (or a model name): producers and shards agree on it."""
+    return zlib.crc32(key.encode()) % partitions
 
 
 def internal_topics(app_id: str, partitions: int) -> dict[str, int]:
