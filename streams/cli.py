@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from streams.settings import DEFAULT_BOOTSTRAP, ConfigError, load_settings
 
@@ -69,12 +71,50 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _collect(args: argparse.Namespace) -> int:
+    from streams.collector import collect
+    from streams.kafka import ensure_topics
+
+    settings = load_settings()
+    asyncio.run(ensure_topics(settings))
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(collect(settings, args.interval, args.model, args.host, args.count))
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from streams.kafka import ensure_topics
+    from streams.simulator import Drift, read_log, replay, simulate
+
+    settings = load_settings()
+    asyncio.run(ensure_topics(settings))
+    try:
+        if args.replay:
+            sent = asyncio.run(replay(settings, read_log(Path(args.replay)), args.speed,
+                                      progress=not args.quiet))
+        else:
+            drift = Drift(args.drift_at, args.drift_kind, args.drift_size)
+            with open(args.record, "wb") if args.record else _no_file() as record:
+                sent = asyncio.run(simulate(settings, args.rate, args.duration or None,
+                                            args.seed, drift, record, progress=not args.quiet))
+    except KeyboardInterrupt:
+        return 0
+    print(f"sent {sent:,} events")
+    return 0
+
+
+def _no_file() -> Any:
+    import contextlib
+
+    return contextlib.nullcontext(None)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from streams.broker import BrokerError
     from streams.demo import run_demo
 
     try:
-        return run_demo(load_settings(), _default_port(), [["worker"]])
+        return run_demo(_default_port(), args.rate, args.drift_at)
     except BrokerError as exc:
         print(f"factory-pulse demo: {exc}", file=sys.stderr)
         return 1
@@ -102,7 +142,32 @@ def build_parser() -> argparse.ArgumentParser:
                         choices=("debug", "info", "warning", "error"))
     worker.set_defaults(run=_worker)
 
-    demo = sub.add_parser("demo", help="run the local broker and the services together")
+    collect = sub.add_parser("collect", help="publish GPU (NVML) and CPU telemetry")
+    collect.add_argument("--interval", type=float, default=5.0, help="seconds between samples")
+    collect.add_argument("--model", help="the model this host serves (tags every sample)")
+    collect.add_argument("--host", help="host name to report (default: this host's)")
+    collect.add_argument("--count", type=int, help="stop after this many rounds")
+    collect.set_defaults(run=_collect)
+
+    simulate = sub.add_parser("simulate", help="run a synthetic AI factory (or replay a log)")
+    simulate.add_argument("--rate", type=float, default=200.0, help="predictions per second")
+    simulate.add_argument("--duration", type=float, default=0.0, help="seconds (0: forever)")
+    simulate.add_argument("--seed", type=int, default=1)
+    simulate.add_argument("--drift-at", type=float, help="seconds after start to inject drift")
+    simulate.add_argument("--drift-kind", choices=("score", "feature", "concept"),
+                          default="concept")
+    simulate.add_argument("--drift-size", type=float, default=0.3)
+    simulate.add_argument("--record", help="also write the events to this JSONL file")
+    simulate.add_argument("--replay", help="publish this recorded JSONL log instead")
+    simulate.add_argument("--speed", type=float, default=1.0,
+                          help="replay pace: 1 = as recorded, 10 = ten times faster, 0 = max")
+    simulate.add_argument("--quiet", action="store_true", help="no progress bar")
+    simulate.set_defaults(run=_simulate)
+
+    demo = sub.add_parser("demo", help="broker, worker, collector and simulator together")
+    demo.add_argument("--rate", type=float, default=200.0)
+    demo.add_argument("--drift-at", type=float, default=120.0,
+                      help="seconds until the simulator injects concept drift")
     demo.set_defaults(run=_demo)
     return parser
 

@@ -1,4 +1,8 @@
-"""`factory-pulse demo`: the local broker and every service process, stopped together on Ctrl-C."""
+"""`factory-pulse demo`: the local broker and every service process, stopped together on Ctrl-C.
+
+The demo uses short windows (10 s next to 60 s) so that charts move within a minute, unless
+`FACTORY_CONFIG` names a configuration of the user's own.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,23 @@ import time
 from pathlib import Path
 
 from streams.broker import LocalBroker
-from streams.settings import Settings
+from streams.settings import load_settings
+
+DEMO_CONFIG = """\
+# written by `factory-pulse demo`
+regressors = ["demand"]
+
+[windows]
+sizes = ["10s", "60s"]
+grace = "2s"
+
+[worker]
+idle = "5s"
+
+[prices]
+per_hour = { "NVIDIA H200" = 3.80, gpu = 2.00, cpu = 0.05 }
+per_kwh = 0.12
+"""
 
 
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -19,19 +39,30 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
                                 stdout=out, stderr=subprocess.STDOUT)
 
 
-def run_demo(settings: Settings, port: int, services: list[list[str]]) -> int:
+def run_demo(port: int, rate: float, drift_at: float) -> int:
     """Start the broker (unless running), then each service; stop what we started on exit."""
-    broker = LocalBroker(settings.state_dir, port=port)
+    env = dict(os.environ)
+    state = Path(env.get("FACTORY_STATE_DIR", ".factory"))
+    state.mkdir(parents=True, exist_ok=True)
+    if not env.get("FACTORY_CONFIG"):
+        config = state / "demo.toml"
+        config.write_text(DEMO_CONFIG)
+        env["FACTORY_CONFIG"] = str(config)
+    broker = LocalBroker(state, port=port)
     status, started_broker = broker.start()
-    env = {**os.environ, "FACTORY_KAFKA_BOOTSTRAP": status.bootstrap}
-    logs = settings.state_dir / "logs"
+    env["FACTORY_KAFKA_BOOTSTRAP"] = status.bootstrap
+    settings = load_settings(env)
+    logs = state / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    services = [["worker"], ["collect", "--interval", "5", "--host", "demo-host"],
+                ["simulate", "--rate", str(rate), "--drift-at", str(drift_at), "--quiet"]]
     procs = {args[0]: _spawn(args, env, logs / f"{args[0]}.log") for args in services}
     print(f"broker: {status.bootstrap} ({'started' if started_broker else 'already running'})")
     for name in procs:
         print(f"{name}: running, log {logs / (name + '.log')}")
     print(f"dashboard: http://{settings.web_host}:{settings.web_port}/")
-    print("Ctrl-C stops everything.", flush=True)
+    print(f"concept drift is injected {drift_at:g}s after start; Ctrl-C stops everything.",
+          flush=True)
     interrupted = False
 
     def _stop(signum: int, frame: object) -> None:

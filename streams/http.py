@@ -7,6 +7,7 @@ traceback.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from streams.metrics_view import Query, QueryError, prometheus
@@ -30,6 +31,13 @@ def ingest_totals(runtimes: Iterable[ShardRuntime], inputs: set[str],
                 into["accepted"] += progress.accepted
                 into["rejected"] += progress.rejected
     return totals
+
+
+def _static_page(app: Any, path: str, body: str, content_type: str) -> None:
+    async def page(web: Any, request: Any) -> Any:
+        return web.text(body, content_type=content_type)
+
+    app.page(path, name=f"static:{path}")(page)
 
 
 def register(pulse: Pulse) -> None:
@@ -61,6 +69,12 @@ def register(pulse: Pulse) -> None:
                 "predictions_joinable": sum(len(j.index) for j in joins)}
         return web.text(prometheus(pulse.view, ingest(), join),
                         content_type="text/plain; version=0.0.4")
+
+    static = resources.files("streams") / "static"
+    for name, kind in (("index.html", "text/html"), ("charts.js", "text/javascript"),
+                       ("dashboard.js", "text/javascript")):
+        _static_page(app, "/" if name == "index.html" else f"/static/{name}",
+                     (static / name).read_text(), kind)
 
     @app.page("/healthz")
     async def health_view(web: Any, request: Any) -> Any:

@@ -86,7 +86,7 @@ def test_without_a_driver_the_reader_says_why(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml([], init_error=True))
     reader, why = GpuReader.open()
     assert reader is None
-    assert "no NVIDIA driver or GPU found (Driver Not Loaded)" == why
+    assert why == "no NVIDIA driver or GPU found (Driver Not Loaded)"
 
 
 def test_cpu_reader_uses_proc_deltas(tmp_path: Path) -> None:
