@@ -182,9 +182,12 @@ def expected(log: FactoryLog) -> dict[tuple[str, str, float], dict[str, Any]]:
             if pairs:
                 y_pred = [p["predicted"] for p, _ in pairs]
                 y_true = [y["label"] for _, y in pairs]
-                acc = float(np.mean([a == b for a, b in zip(y_pred, y_true, strict=True)]))
+                classified = [(a, b) for (p, y), a, b in zip(pairs, y_pred, y_true, strict=True)
+                              if p["model"] not in REGRESSORS]
+                acc = (float(np.mean([a == b for a, b in classified])) if classified else None)
                 delays = [y["ts"] - p["ts"] for p, y in pairs]
-                row.update(labelled=len(pairs), accuracy=acc, error_rate=1 - acc,
+                row.update(labelled=len(pairs), accuracy=acc,
+                           error_rate=None if acc is None else 1 - acc,
                            label_coverage=len(pairs) / n,
                            label_delay_p50_s=_lower(delays, 0.5),
                            label_delay_p95_s=_lower(delays, 0.95))

@@ -6,7 +6,7 @@ Accuracy counts exact matches. Precision, recall and F1 follow scikit-learn with
 are kept as a sparse confusion map keyed by the JSON text of each (predicted, label) pair, so
 1, 1.0 and "1" stay distinct exactly as Python's equality would keep "1" apart from 1.
 Regressors (configured) get MAE and RMSE instead of a confusion map, whose size would grow
-with every distinct value.
+with every distinct value, and no accuracy: exact equality of real numbers says nothing.
 """
 
 from __future__ import annotations
@@ -53,14 +53,14 @@ class Quality:
         for p, y in zip(predicted, labels, strict=True):
             if p is None:
                 continue  # no prediction value: labelled (coverage) but not scored
-            pk, yk = class_key(p), class_key(y)
-            self.correct += pk == yk
             if regressor and _is_number(p) and _is_number(y):
                 err = float(p) - float(y)
                 self.regressed += 1
                 self.abs_err += abs(err)
                 self.sq_err += err * err
             else:
+                pk, yk = class_key(p), class_key(y)
+                self.correct += pk == yk
                 key = f"{pk}{_SEP}{yk}"
                 self.pairs[key] = self.pairs.get(key, 0) + 1
 
@@ -99,8 +99,7 @@ class Quality:
     def value(self) -> dict[str, Any] | None:
         if not self.labelled:
             return None
-        scored = sum(self.pairs.values()) + self.regressed
-        accuracy = ratio(self.correct, scored)
+        accuracy = ratio(self.correct, sum(self.pairs.values()))
         out: dict[str, Any] = {
             "labelled": self.labelled,
             "accuracy": accuracy,

@@ -81,6 +81,7 @@ def test_regressor_gets_mae_and_rmse() -> None:
     assert got["mae"] == pytest.approx(np.mean(np.abs(p - y)))
     assert got["rmse"] == pytest.approx(np.sqrt(np.mean((p - y) ** 2)))
     assert "precision" not in got
+    assert got["accuracy"] is None
     assert got["label_delay_p50_s"] == pytest.approx(30.0, rel=0.01)
 
 
