@@ -19,11 +19,11 @@ if TYPE_CHECKING:
 
 def ingest_totals(runtimes: Iterable[ShardRuntime], inputs: set[str],
                   ) -> dict[str, dict[str, int]]:
-    """Per-input-topic totals of the shards this worker holds (from memory, not the table)."""
+    """Per-input-topic totals of the shards this worker holds, as of their last flush."""
     totals: dict[str, dict[str, int]] = {}
     for runtime in runtimes:
         for shard in list(runtime.shards.values()):
-            for topic, progress in shard.ingest.items():
+            for topic, progress in shard.ingest_durable.items():
                 if topic not in inputs:
                     continue
                 into = totals.setdefault(topic, {"messages": 0, "accepted": 0, "rejected": 0})

@@ -106,6 +106,8 @@ class Shard:
     settings: Settings
     slots: dict[str, Slot] = field(default_factory=dict)
     ingest: dict[str, IngestProgress] = field(default_factory=dict)
+    # what the last completed flush made durable (dead letters included): what the API shows
+    ingest_durable: dict[str, IngestProgress] = field(default_factory=dict)
     watermark: float = -math.inf
     last_event_wall: float = 0.0
     extra: Any = None
@@ -308,6 +310,7 @@ class ShardRuntime:
             for local, value in items:
                 if local.startswith("ingest|"):
                     shard.ingest[local[7:]] = IngestProgress.from_state(value)
+                    shard.ingest_durable[local[7:]] = shard.ingest[local[7:]]
                 elif local.startswith("w|"):
                     shard.watermark = max(shard.watermark, value.get("wm", -math.inf))
             self.logic.load(shard, items)
@@ -369,6 +372,9 @@ class ShardRuntime:
                 high[message.src] = max(high.get(message.src, -1), message.offset)
             await self._flush(self.shards[partition], high, last_event[partition])
         await self.app.producer.flush()
+        for partition in by_partition:
+            shard = self.shards[partition]
+            shard.ingest_durable = dict(shard.ingest)
         for event in events:
             event.ack()
 
