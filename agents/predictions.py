@@ -56,10 +56,11 @@ class Join:
 class _Columns:
     """Columns of one batch's new predictions, handed to numpy once per flush."""
 
-    __slots__ = ("cost", "failed", "latency", "model", "msg", "ts")
+    __slots__ = ("cost", "failed", "latency", "model", "msg", "score", "ts")
 
     def __init__(self) -> None:
         self.model: list[str] = []
+        self.score: list[float] = []
         self.ts: list[float] = []
         self.failed: list[bool] = []
         self.latency: list[float] = []
@@ -150,6 +151,8 @@ class PredictionLogic:
                     join.index[eid] = (model, ts, predicted, join.row_seq("P"))
                     join.new_predictions.append((eid, model, ts, predicted))
                     cols.model.append(model)
+                    score = event.get("score")
+                    cols.score.append(math.nan if score is None else score)
                     cols.ts.append(ts)
                     cols.failed.append(event.get("status") == "error")
                     latency, cost = event.get("latency_ms"), event.get("cost_usd")
@@ -201,6 +204,7 @@ class PredictionLogic:
         join.index.update(zip(ids, zip(models, ts, predicted, seqs, strict=True), strict=True))
         join.new_predictions.extend(zip(ids, models, ts, predicted, strict=True))
         cols.model.extend(models)
+        cols.score.extend([math.nan if (v := e.get("score")) is None else v for e in events])
         cols.ts.extend(ts)
         cols.failed.extend([e.get("status") == "error" for e in events])
         cols.latency.extend([math.nan if (v := e.get("latency_ms")) is None else v
@@ -235,12 +239,17 @@ class PredictionLogic:
         failed_all = np.array(cols.failed)
         latency_all = np.array(cols.latency)
         cost_all = np.array(cols.cost)
+        score_all = np.array(cols.score)
         for k, model in enumerate(names):
             mine = np.flatnonzero(which == k) if len(names) > 1 else slice(None)
             ts, msg = ts_all[mine], msg_all[mine]
             failed, latency, cost = failed_all[mine], latency_all[mine], cost_all[mine]
+            score = score_all[mine]
+            scored = not np.isnan(score).all()
             for state, rows in shard.windows(f"m:{model}", ts, msg, messages):
                 state.family("traffic").update(failed[rows], latency[rows], cost[rows])
+                if scored:
+                    state.family("scores").update(score[rows])
 
     def _update_quality(self, shard: Shard, messages: list[Message],
                         labels: dict[str, _LabelColumns]) -> None:

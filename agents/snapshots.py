@@ -22,8 +22,10 @@ from typing import Any
 
 import orjson
 
+from agents.aggregators.drift import PageHinkley, Scores, psi
 from agents.aggregators.window import WindowState
-from streams.settings import Settings
+from agents.alerts import RuleState, applies, evaluate
+from streams.settings import AlertRule, Settings
 from streams.shard import acting_as, parse_window_key, window_key
 
 log = logging.getLogger(__name__)
@@ -64,11 +66,17 @@ class ShardClock:
 class SnapshotStage:
     """In-memory state of the snapshot stage, backed by its table (partition 0)."""
 
-    def __init__(self, settings: Settings, table: Any, metrics: Any, app: Any) -> None:
+    def __init__(self, settings: Settings, table: Any, outputs: dict[str, Any], app: Any,
+                 ) -> None:
         self.settings = settings
         self.table = table
-        self.metrics = metrics
+        self.metrics = outputs["metrics"]
+        self.alerts = outputs["alerts"]
+        self.retraining = outputs["retraining"]
         self.app = app
+        self.alert_states: dict[str, Any] = {}
+        self.drift: dict[str, Any] = {}
+        self.retrain: dict[str, Any] = {}
         self.entries: dict[str, Entry] = {}
         self.clocks: dict[str, ShardClock] = {}
         self.models: dict[str, Any] = {}
@@ -90,6 +98,12 @@ class SnapshotStage:
                 self.sources = dict(value)
             elif key == "factory":
                 self.factory_revs = dict(value)
+            elif key.startswith("alert|"):
+                self.alert_states[key] = value
+            elif key.startswith("drift|"):
+                self.drift[key[6:]] = value
+            elif key.startswith("retrain|"):
+                self.retrain[key[8:]] = value
         self.loaded = True
 
     def forget(self) -> None:
@@ -132,6 +146,16 @@ class SnapshotStage:
             started = info["runs"].pop(run_id, None)
             if duration is None and started is not None:
                 duration = max(ts - started, 0.0)
+        lead = None
+        if kind == "deployed":
+            info["version"] = event["version"]
+            self.drift.pop(model, None)  # a new version starts a new reference
+            self.writes[f"drift|{model}"] = {"ref": None, "n": 0, "ph": None}
+            pending = self.retrain.get(model, {}).get("pending")
+            if pending is not None and event.get("trigger") == "drift":
+                lead = max(ts - pending["end"], 0.0)
+                self.retrain[model]["pending"] = None
+                self.writes[f"retrain|{model}"] = self.retrain[model]
         if kind == "training_finished":
             bisect.insort(info["retrains"], ts)
             cutoff = bisect.bisect_left(info["retrains"], ts - self.settings.retention_s)
@@ -144,7 +168,7 @@ class SnapshotStage:
             if entry is None:
                 entry = self.entries[key] = Entry()
             state = WindowState.from_state(entry.parts.get(LIFECYCLE_PART, {}))
-            state.family("lifecycle").add(kind, event.get("change"), duration)
+            state.family("lifecycle").add(kind, event.get("change"), duration, lead)
             entry.parts[LIFECYCLE_PART] = state.to_state()
             entry.dirty = True
             self.writes[key] = entry
@@ -174,7 +198,8 @@ class SnapshotStage:
         sent = 0
         now = time.monotonic()
         touched: set[tuple[float, float]] = set()
-        for key, entry in list(self.entries.items()):
+        # in window order: drift references and alert rules read windows one after another
+        for key, entry in sorted(self.entries.items(), key=lambda kv: _start_of(kv[0])):
             entity, size, start = parse_window_key(key)
             end = start + size
             if end + self.settings.grace_s > watermark:
@@ -225,6 +250,9 @@ class SnapshotStage:
         values = state.value()
         if values is None:
             return
+        if (entity.startswith("m:") and entity[2:] not in (FACTORY, "_unattributed")
+                and size == self.settings.window_sizes[0] and rev == 1):
+            values.update(self._drift(entity[2:], state, values))
         scope, _, name = entity.partition(":")
         snapshot: dict[str, Any] = {"scope": {"m": "model", "d": "device", "h": "host",
                                               "p": "pipeline"}[scope],
@@ -246,6 +274,77 @@ class SnapshotStage:
         snapshot.update(values)
         key = window_key(entity, size, start)[2:].encode()
         await self.metrics.send(key=key, value=orjson.dumps(snapshot))
+        if rev == 1:
+            await self._judge(entity, size, start, snapshot)
+
+    def _drift(self, model: str, state: WindowState, values: dict[str, Any]) -> dict[str, Any]:
+        """Score PSI against the version's reference, and Page-Hinkley on error rates."""
+        drift = self.drift.setdefault(model, {"ref": None, "n": 0, "ph": None})
+        self.writes[f"drift|{model}"] = drift
+        out: dict[str, Any] = {}
+        scores = state.families.get("scores")
+        if scores is not None and scores.count:
+            if drift["n"] < self.settings.drift_reference_size:
+                ref = scores if drift["ref"] is None else Scores.from_state(drift["ref"]).merge(
+                    scores)
+                drift["ref"], drift["n"] = ref.to_state(), ref.count
+            else:
+                out["drift_psi"] = psi(Scores.from_state(drift["ref"]).hist, scores.hist)
+        if values.get("error_rate") is not None:
+            detector = PageHinkley.from_state(drift["ph"])
+            out["error_drift"] = detector.update(values["error_rate"])
+            drift["ph"] = detector.to_state()
+        return out
+
+    async def _judge(self, entity: str, size: float, start: float,
+                     snapshot: dict[str, Any]) -> None:
+        """Run the alert rules over a newly closed window; publish transitions."""
+        scope, _, name = entity.partition(":")
+        scope_name = {"m": "model", "d": "device", "h": "host", "p": "pipeline"}[scope]
+        for rule in self.settings.alerts:
+            if not applies(rule, scope_name, name, size):
+                continue
+            key = f"alert|{rule.name}|{entity}"
+            state = RuleState.from_state(self.alert_states.get(key))
+            raw = snapshot.get(rule.metric)
+            value = None if raw is None else float(raw)
+            transition = evaluate(rule, state, start, start + size, value)
+            self.alert_states[key] = state.to_state()
+            self.writes[key] = self.alert_states[key]
+            if transition is None:
+                continue
+            shown = state.recent[-1][2] if transition == "firing" and state.recent else value
+            alert = {"alert_id": state.alert_id, "rule": rule.name, "model": name,
+                     "scope": scope_name, "state": transition, "severity": rule.severity,
+                     "metric": rule.metric, "value": shown, "threshold": rule.threshold,
+                     "relative": rule.relative, "window_start": start,
+                     "window_end": start + size, "ts": time.time()}
+            await self.alerts.send(key=f"{rule.name}|{entity}".encode(), value=orjson.dumps(alert))
+            if transition == "firing" and rule.action == "retrain" and scope == "m":
+                await self._request_retraining(name, rule, state, start, start + size)
+
+    async def _request_retraining(self, model: str, rule: AlertRule, state: RuleState,
+                                  start: float, end: float) -> None:
+        """At most one request per model per `retraining.cooldown` (event time)."""
+        info = self.retrain.setdefault(model, {"last_end": None, "pending": None})
+        if info["last_end"] is not None and end - info["last_end"] < (
+                self.settings.retrain_cooldown_s):
+            return
+        version = self.models.get(model, {}).get("version")
+        request = {"request_id": f"{model}:{rule.name}:{start:.0f}", "model": model,
+                   "version": version or "unknown", "rule": rule.name,
+                   "reason": f"{rule.metric} {'changed by' if rule.relative else 'was'} "
+                             f"{state.recent[-1][2]:.4g} {rule.op} {rule.threshold:g} for "
+                             f"{rule.for_windows} window(s)",
+                   "window_start": start, "window_end": end, "ts": time.time(),
+                   "evidence": {"metric": rule.metric, "threshold": rule.threshold,
+                                "relative": rule.relative,
+                                "windows": [{"start": s, "end": e, "value": v}
+                                            for s, e, v in state.recent],
+                                "reference_version": version}}
+        info["last_end"], info["pending"] = end, {"id": request["request_id"], "end": end}
+        self.writes[f"retrain|{model}"] = info
+        await self.retraining.send(key=model.encode(), value=orjson.dumps(request))
 
     def write(self) -> None:
         """Write each changed key once (inside `acting_as`, see `streams.shard`)."""
@@ -255,6 +354,10 @@ class SnapshotStage:
             self.table[key] = value.to_state() if isinstance(value, Entry) else value
         self.deletes.clear()
         self.writes.clear()
+
+
+def _start_of(key: str) -> float:
+    return parse_window_key(key)[2] if key.startswith("w|") else 0.0
 
 
 async def run(stage: SnapshotStage, stream: Any) -> None:

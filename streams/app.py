@@ -20,7 +20,7 @@ from agents.snapshots import run as run_snapshots
 from agents.telemetry import TelemetryLogic
 from streams import http
 from streams.kafka import faust_credentials
-from streams.metrics_view import MetricsView, follow
+from streams.metrics_view import AlertsView, MetricsView, follow
 from streams.settings import Settings
 from streams.shard import ShardRuntime
 from streams.topics import BYID_TOPIC, PARTIALS_TOPIC, SNAPSHOT_TABLE, Topics, shard_table
@@ -43,6 +43,7 @@ class Pulse:
     runtimes: dict[str, ShardRuntime]
     snapshots: SnapshotStage
     view: MetricsView
+    alerts: AlertsView
 
 
 def _faust_app(settings: Settings) -> Any:
@@ -108,7 +109,7 @@ def create_app(settings: Settings) -> Pulse:
         runtimes[family] = runtime
 
     table = app.Table(SNAPSHOT_TABLE, partitions=1, schema=JSON_SCHEMA)
-    stage = SnapshotStage(settings, table, outputs["metrics"], app)
+    stage = SnapshotStage(settings, table, outputs, app)
 
     async def snapshots(stream: Any) -> None:
         await run_snapshots(stage, stream)
@@ -128,11 +129,21 @@ def create_app(settings: Settings) -> Pulse:
 
     view = MetricsView(settings.retention_s)
 
+    alerts = AlertsView()
+
     @app.task
     async def follow_metrics() -> None:
         await follow(settings, topics.outputs["metrics"], view)
 
-    pulse = Pulse(settings, app, inputs, outputs, runtimes, stage, view)
+    @app.task
+    async def follow_alerts() -> None:
+        await follow(settings, topics.outputs["alerts"], alerts)
+
+    @app.task
+    async def follow_retraining() -> None:
+        await follow(settings, topics.outputs["retraining"], alerts)
+
+    pulse = Pulse(settings, app, inputs, outputs, runtimes, stage, view, alerts)
     http.register(pulse)
     return pulse
 

@@ -60,6 +60,17 @@ def register(pulse: Pulse) -> None:
             return web.json({"error": str(exc)}, status=400)
         return web.json({"metrics": pulse.view.query(query)})
 
+    @app.page("/api/v1/alerts")
+    async def alerts_json(web: Any, request: Any) -> Any:
+        """The alerts firing now (newest first)."""
+        firing = sorted(pulse.alerts.firing.values(), key=lambda a: -a["window_end"])
+        return web.json({"alerts": firing})
+
+    @app.page("/api/v1/retraining")
+    async def retraining_json(web: Any, request: Any) -> Any:
+        """Recent retraining requests (newest first)."""
+        return web.json({"requests": pulse.alerts.requests[::-1]})
+
     @app.page("/metrics")
     async def metrics_text(web: Any, request: Any) -> Any:
         joins = [s.extra for s in pulse.runtimes["predictions"].shards.values()]
@@ -67,7 +78,7 @@ def register(pulse: Pulse) -> None:
                 "labels_unmatched": sum(j.unmatched_expired for j in joins),
                 "labels_waiting": sum(len(j.orphans) for j in joins),
                 "predictions_joinable": sum(len(j.index) for j in joins)}
-        return web.text(prometheus(pulse.view, ingest(), join),
+        return web.text(prometheus(pulse.view, ingest(), join, pulse.alerts),
                         content_type="text/plain; version=0.0.4")
 
     static = resources.files("streams") / "static"

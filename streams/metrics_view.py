@@ -115,8 +115,27 @@ class MetricsView:
         return iter(newest.values())
 
 
+class AlertsView:
+    """Firing alerts and recent retraining requests, from the `alerts` and `retraining` topics."""
+
+    def __init__(self, keep_requests: int = 200) -> None:
+        self.firing: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.requests: list[dict[str, Any]] = []
+        self.keep_requests = keep_requests
+
+    def add(self, message: dict[str, Any]) -> None:
+        if "request_id" in message:
+            self.requests = [*self.requests, message][-self.keep_requests:]
+            return
+        key = (message["rule"], message.get("scope", "model"), message["model"])
+        if message["state"] == "firing":
+            self.firing[key] = message
+        else:
+            self.firing.pop(key, None)
+
+
 def prometheus(view: MetricsView, counters: dict[str, dict[str, int]],
-               join: dict[str, int]) -> str:
+               join: dict[str, int], alerts: AlertsView) -> str:
     """Prometheus text exposition: one gauge family per metric, `factory_` names."""
     families: dict[str, list[str]] = {}
     for snapshot in view.latest():
@@ -146,6 +165,10 @@ def prometheus(view: MetricsView, counters: dict[str, dict[str, int]],
         suffix = "_total" if kind == "counter" else ""
         lines += [f"# HELP factory_{name}{suffix} {help_text} (this worker's shards)",
                   f"# TYPE factory_{name}{suffix} {kind}", f"factory_{name}{suffix} {join[name]}"]
+    lines += ["# HELP factory_alerts_firing alerts firing now, by rule, model and severity",
+              "# TYPE factory_alerts_firing gauge"]
+    lines += [f'factory_alerts_firing{{rule="{_escape(a["rule"])}",model="{_escape(a["model"])}",'
+              f'severity="{a["severity"]}"}} 1' for a in alerts.firing.values()]
     return "\n".join(lines) + "\n"
 
 
@@ -153,7 +176,7 @@ def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-async def follow(settings: Settings, topic: str, view: MetricsView) -> None:
+async def follow(settings: Settings, topic: str, view: MetricsView | AlertsView) -> None:
     """Keep `view` up to date with `topic` until cancelled."""
     consumer = AIOKafkaConsumer(enable_auto_commit=False, **client_kwargs(settings))
     await consumer.start()

@@ -56,6 +56,27 @@ class Prices:
 
 
 @dataclass(frozen=True, slots=True)
+class AlertRule:
+    """One alert rule of the `[[alerts]]` config (see README, "Alerts and retraining")."""
+
+    name: str
+    metric: str
+    op: Literal[">", ">=", "<", "<="]
+    threshold: float
+    window_s: float
+    for_windows: int = 1
+    resolve: float | None = None
+    keep_firing_for: int = 0
+    cooldown_s: float = 0.0
+    severity: Literal["info", "warning", "critical"] = "warning"
+    models: tuple[str, ...] = ("*",)
+    scope: Literal["model", "device", "host", "pipeline"] = "model"
+    action: Literal["alert", "retrain"] = "alert"
+    relative: bool = False
+    baseline_windows: int = 10
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Typed configuration of one factory-pulse process."""
 
@@ -78,6 +99,9 @@ class Settings:
     flush_interval_s: float = 0.5
     max_batch: int = 1000
     session_timeout_s: float = 30.0
+    alerts: tuple[AlertRule, ...] = ()
+    retrain_cooldown_s: float = 6 * 3600.0
+    drift_reference_size: int = 2000
     prices: Prices = field(default_factory=Prices)
     regressors: frozenset[str] = frozenset()
     config_path: Path | None = None
@@ -176,8 +200,10 @@ _SECTIONS = {
                "max_batch", "idle"},
     "windows": {"sizes", "retention", "label_horizon", "grace", "max_future"},
     "prices": {"per_hour", "per_kwh"},
+    "retraining": {"cooldown"},
+    "drift": {"reference_size"},
 }
-_TOP_LEVEL = {*_SECTIONS, "regressors"}
+_TOP_LEVEL = {*_SECTIONS, "regressors", "alerts"}
 
 
 def _flatten(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -190,6 +216,8 @@ def _flatten(doc: Mapping[str, Any]) -> dict[str, Any]:
         flat.update({f"{section}.{k}": v for k, v in values.items()})
     if "regressors" in doc:
         flat["regressors"] = doc["regressors"]
+    if "alerts" in doc:
+        flat["alerts"] = doc["alerts"]
     return flat
 
 
@@ -251,6 +279,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         flush_interval_s=get("worker.flush_interval", 0.5, parse_duration),
         max_batch=get("worker.max_batch", 1000, lambda k, v: _int(k, v, 1, 1_000_000)),
         session_timeout_s=get("kafka.session_timeout", 30.0, parse_duration),
+        alerts=_alert_rules(values.get("alerts"), sizes),
+        retrain_cooldown_s=get("retraining.cooldown", 6 * 3600.0, parse_duration),
+        drift_reference_size=get("drift.reference_size", 2000,
+                                 lambda k, v: _int(k, v, 10, 10_000_000)),
         prices=_prices(values),
         regressors=get("regressors", frozenset(), _regressors),
         config_path=config_path,
@@ -297,6 +329,108 @@ def _regressors(key: str, value: Any) -> frozenset[str]:
     if not isinstance(value, list):
         raise ConfigError(key, f"expected a list of model names, got {value!r}")
     return frozenset(_str(f"{key}[{i}]", v) for i, v in enumerate(value))
+
+
+# Metrics an alert rule may watch: every numeric snapshot field.
+ALERT_METRICS = frozenset({
+    "predictions", "failures", "failure_rate", "latency_p50_ms", "latency_p95_ms",
+    "latency_p99_ms", "labelled", "accuracy", "error_rate", "label_coverage",
+    "label_delay_p50_s", "label_delay_p95_s", "precision", "recall", "f1", "mae", "rmse",
+    "cost_usd", "cost_per_prediction_usd", "energy_j", "energy_j_per_prediction",
+    "gpu_util_avg", "gpu_util_p95", "mem_util_avg", "idle_share", "training_runs",
+    "training_time_mean_s", "deployments", "rollbacks", "change_failure_rate", "retrains",
+    "days_since_retrain", "satisfaction", "thumbs_up_rate", "engagement_rate", "innovations",
+    "innovation_share", "drift_psi", "error_drift", "records_per_s", "bytes_per_s",
+    "pipeline_error_rate", "retrain_lead_time_s"})
+
+_RULE_KEYS = {"name", "metric", "op", "threshold", "window", "for", "resolve", "keep_firing_for",
+              "cooldown", "severity", "models", "scope", "action", "relative", "baseline"}
+
+
+def default_rules(smallest_window: float) -> tuple[AlertRule, ...]:
+    """Rules that ship with the service; `[[alerts]]` in the config replaces them."""
+    w = smallest_window
+    return (
+        AlertRule("error-rate-high", "error_rate", ">", 0.25, w, for_windows=3, resolve=0.15,
+                  cooldown_s=1800),
+        AlertRule("failure-rate-high", "failure_rate", ">", 0.05, w, for_windows=2,
+                  resolve=0.02, severity="critical", cooldown_s=1800),
+        AlertRule("concept-drift", "error_rate", ">", 0.5, w, for_windows=3, resolve=0.2,
+                  relative=True, action="retrain", cooldown_s=6 * 3600),
+        AlertRule("score-drift", "drift_psi", ">", 0.25, w, for_windows=3, resolve=0.1,
+                  action="retrain", cooldown_s=6 * 3600),
+        AlertRule("cost-per-prediction-jump", "cost_per_prediction_usd", ">", 0.5, w,
+                  for_windows=3, resolve=0.2, relative=True, cooldown_s=3600),
+        AlertRule("gpu-idle", "gpu_util_avg", "<", 0.05, w, for_windows=10, resolve=0.1,
+                  severity="info", scope="device", models=("*/gpu*",), cooldown_s=3600),
+    )
+
+
+def _alert_rules(raw: Any, sizes: tuple[float, ...]) -> tuple[AlertRule, ...]:
+    if raw is None:
+        return default_rules(sizes[0])
+    if not isinstance(raw, list):
+        raise ConfigError("alerts", "expected [[alerts]] tables")
+    rules: list[AlertRule] = []
+    for index, item in enumerate(raw):
+        rules.append(_alert_rule(index, item, sizes))
+    names = [r.name for r in rules]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"alerts ({name})", "rule names must be unique")
+    return tuple(rules)
+
+
+def _alert_rule(index: int, item: Any, sizes: tuple[float, ...]) -> AlertRule:
+    where = f"alerts[{index}]"
+    item = _table(where, item)
+    if isinstance(item.get("name"), str):
+        where = f"alerts[{index}] ({item['name']})"
+    _reject_unknown(where, item, _RULE_KEYS)
+    for key in ("name", "metric", "op", "threshold"):
+        if key not in item:
+            raise ConfigError(f"{where}.{key}", "required")
+    metric = item["metric"]
+    if metric not in ALERT_METRICS:
+        raise ConfigError(f"{where}.metric", f"unknown metric {metric!r}")
+    window = parse_duration(f"{where}.window", item.get("window", sizes[0]))
+    if window not in sizes:
+        raise ConfigError(f"{where}.window", f"{window:g}s is not one of windows.sizes")
+    threshold = _number(f"{where}.threshold", item["threshold"])
+    op = _choice(f"{where}.op", item["op"], (">", ">=", "<", "<="))
+    resolve = None if "resolve" not in item else _number(f"{where}.resolve", item["resolve"])
+    if resolve is not None and (resolve > threshold if op in (">", ">=") else
+                                resolve < threshold):
+        raise ConfigError(f"{where}.resolve", f"must be on the safe side of the threshold "
+                          f"({threshold:g}) for op {op}")
+    models = item.get("models", ["*"])
+    if not isinstance(models, list) or not models:
+        raise ConfigError(f"{where}.models", "expected a non-empty list of name patterns")
+    relative = item.get("relative", False)
+    if not isinstance(relative, bool):
+        raise ConfigError(f"{where}.relative", "expected true or false")
+    return AlertRule(
+        name=_str(f"{where}.name", item["name"]), metric=metric, op=op, threshold=threshold,
+        window_s=window, for_windows=_int(f"{where}.for", item.get("for", 1), 1, 10_000),
+        resolve=resolve,
+        keep_firing_for=_int(f"{where}.keep_firing_for", item.get("keep_firing_for", 0), 0,
+                             10_000),
+        cooldown_s=_non_negative_duration(f"{where}.cooldown", item.get("cooldown", 0)),
+        severity=_choice(f"{where}.severity", item.get("severity", "warning"),
+                         ("info", "warning", "critical")),
+        models=tuple(_str(f"{where}.models", m) for m in models),
+        scope=_choice(f"{where}.scope", item.get("scope", "model"),
+                      ("model", "device", "host", "pipeline")),
+        action=_choice(f"{where}.action", item.get("action", "alert"), ("alert", "retrain")),
+        relative=relative,
+        baseline_windows=_int(f"{where}.baseline", item.get("baseline", 10), 1, 10_000),
+    )
+
+
+def _number(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(key, f"expected a finite number, got {value!r}")
+    return float(value)
 
 
 def _security(env: Mapping[str, str]) -> KafkaSecurity:

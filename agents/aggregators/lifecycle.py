@@ -15,8 +15,11 @@ INNOVATIONS = frozenset({"new_model", "new_features"})
 class Lifecycle(Sums):
     """Lifecycle counts of one model in one window, with training durations."""
 
-    FIELDS: ClassVar[tuple[str, ...]] = ("steps", "runs", "run_s", "run_max_s", "deployments",
+    FIELDS: ClassVar[tuple[str, ...]] = ("leads", "lead_s", "steps", "runs", "run_s",
+                                         "run_max_s", "deployments",
                                          "rollbacks", "retrains", "innovations", "failed_runs")
+    leads: int
+    lead_s: float
     steps: int
     runs: int
     run_s: float
@@ -31,9 +34,14 @@ class Lifecycle(Sums):
         super().__init__()
         self.durations = LogSketch()
 
-    def add(self, kind: str, change: str | None, duration_s: float | None) -> None:
-        """One lifecycle step; `duration_s` is the run's duration for a finished run."""
+    def add(self, kind: str, change: str | None, duration_s: float | None,
+            lead_s: float | None = None) -> None:
+        """One lifecycle step; `duration_s` is a finished run's duration, `lead_s` the time
+        from a retraining request to the deployment it produced."""
         self.steps += 1
+        if lead_s is not None:
+            self.leads += 1
+            self.lead_s += lead_s
         if kind == "training_finished":
             self.retrains += 1
             if duration_s is not None:
@@ -82,4 +90,5 @@ class Lifecycle(Sums):
             "retrains": self.retrains,
             "innovations": self.innovations,
             "innovation_share": ratio(self.innovations, self.deployments),
+            "retrain_lead_time_s": ratio(self.lead_s, self.leads),
         }

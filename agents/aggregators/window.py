@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Self
 
 from agents.aggregators.base import ratio
+from agents.aggregators.drift import Scores
 from agents.aggregators.feedback import Feedback
 from agents.aggregators.lifecycle import Lifecycle
 from agents.aggregators.quality import Quality
@@ -24,6 +25,7 @@ FAMILIES: dict[str, Any] = {
     "throughput": Throughput,
     "feedback": Feedback,
     "lifecycle": Lifecycle,
+    "scores": Scores,
 }
 
 
