@@ -57,12 +57,16 @@ def applies(rule: AlertRule, scope: str, name: str, window_s: float) -> bool:
 
 
 def observed(rule: AlertRule, state: RuleState, value: float) -> float | None:
-    """The value the rule compares: the metric, or its relative change over the baseline."""
+    """The value the rule compares: the metric, or its relative change over the baseline.
+
+    The baseline is the trailing mean of the last `baseline` windows in which the rule was
+    quiet: windows of a jump (pending or firing) do not pull the baseline up to meet it.
+    """
     if not rule.relative:
         return value
     baseline = state.baseline
-    state.baseline = [*baseline, value][-rule.baseline_windows:]
     if len(baseline) < rule.baseline_windows:
+        state.baseline = [*baseline, value]
         return None  # not enough history to judge a jump yet
     mean = sum(baseline) / len(baseline)
     return None if mean == 0 else value / mean - 1.0
@@ -80,6 +84,8 @@ def evaluate(rule: AlertRule, state: RuleState, start: float, end: float,
     if compared is None:
         return None
     holds = _OPS[rule.op](compared, rule.threshold)
+    if rule.relative and not holds and not state.firing:
+        state.baseline = [*state.baseline, value][-rule.baseline_windows:]
     if not state.firing:
         state.recent = [*state.recent, (start, end, compared)][-rule.for_windows:]
         state.held = state.held + 1 if holds else 0

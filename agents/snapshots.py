@@ -320,7 +320,8 @@ class SnapshotStage:
                      "relative": rule.relative, "window_start": start,
                      "window_end": start + size, "ts": time.time()}
             await self.alerts.send(key=f"{rule.name}|{entity}".encode(), value=orjson.dumps(alert))
-            if transition == "firing" and rule.action == "retrain" and scope == "m":
+            if (transition == "firing" and rule.action == "retrain" and scope == "m"
+                    and not name.startswith("_")):  # the rollup is not a model to retrain
                 await self._request_retraining(name, rule, state, start, start + size)
 
     async def _request_retraining(self, model: str, rule: AlertRule, state: RuleState,

@@ -124,3 +124,44 @@ def test_parse_duration(value: object, seconds: float) -> None:
 def test_parse_duration_rejects(value: object) -> None:
     with pytest.raises(ConfigError):
         parse_duration("k", value)
+
+
+def test_default_alert_rules_ship(tmp_path: Path) -> None:
+    rules = {r.name: r for r in load_settings({}).alerts}
+    assert {"error-rate-high", "failure-rate-high", "concept-drift", "score-drift",
+            "cost-per-prediction-jump", "gpu-idle"} <= set(rules)
+    assert rules["score-drift"].action == "retrain"
+
+
+def test_alert_rules_from_the_file(tmp_path: Path) -> None:
+    env = _toml(tmp_path, """
+[windows]
+sizes = ["60s", "1h"]
+[[alerts]]
+name = "slow"
+metric = "latency_p95_ms"
+op = ">"
+threshold = 250
+resolve = 200
+for = 3
+window = "1h"
+models = ["churn*"]
+severity = "critical"
+""")
+    (rule,) = load_settings(env).alerts
+    assert (rule.name, rule.window_s, rule.for_windows, rule.models) == (
+        "slow", 3600.0, 3, ("churn*",))
+
+
+@pytest.mark.parametrize(("rule", "key"), [
+    ('name = "a"\nmetric = "happiness"\nop = ">"\nthreshold = 1', "alerts[0] (a).metric"),
+    ('name = "a"\nmetric = "f1"\nop = "=="\nthreshold = 1', "alerts[0] (a).op"),
+    ('name = "a"\nmetric = "f1"\nop = "<"\nthreshold = 0.5\nresolve = 0.4', "alerts[0] (a).resolve"),
+    ('name = "a"\nmetric = "f1"\nop = "<"\nthreshold = 0.5\nwindow = "5m"', "alerts[0] (a).window"),
+    ('name = "a"\nmetric = "f1"\nop = "<"', "alerts[0] (a).threshold"),
+    ('name = "a"\nmetric = "f1"\nop = "<"\nthreshold = 1\nfour = 3', "alerts[0] (a).four"),
+])
+def test_a_bad_rule_fails_naming_it(tmp_path: Path, rule: str, key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(_toml(tmp_path, f"[[alerts]]\n{rule}\n"))
+    assert err.value.key == key

@@ -1,0 +1,108 @@
+"""Drift to alert to retraining request, through the real broker, across a worker restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from tests.harness import CLI, Env, Worker, produce, read_all, wait_for
+
+RULES = """
+[windows]
+sizes = ["10s"]
+grace = "0s"
+[worker]
+idle = "1s"
+[retraining]
+cooldown = "1h"
+[[alerts]]
+name = "error-rate"
+metric = "error_rate"
+op = ">"
+threshold = 0.3
+resolve = 0.2
+for = 2
+action = "retrain"
+cooldown = "1h"
+severity = "critical"
+"""
+
+
+def _windows(env: Env, start: float, first: int, last: int, bad: set[int],
+             ) -> list[tuple[str, int, bytes]]:
+    """50 labelled churn predictions per 10 s window; 60 % wrong in `bad` windows, else 10 %."""
+    messages = []
+    for w in range(first, last):
+        wrong = 30 if w in bad else 5
+        preds = [{"event_id": f"w{w}-{i}", "ts": start + w * 10 + i * 0.1, "model": "churn",
+                  "version": "v1", "predicted": 1} for i in range(50)]
+        labels = [{"event_id": p["event_id"], "ts": p["ts"] + 2, "label": 0 if i < wrong else 1}
+                  for i, p in enumerate(preds)]
+        messages += [(env.topic("predictions"), w % env.partitions, orjson.dumps(preds)),
+                     (env.topic("labels"), (w + 1) % env.partitions, orjson.dumps(labels))]
+    return messages
+
+
+def _out(env: Env, base: str) -> list[dict[str, Any]]:
+    return [orjson.loads(r.value) for r in read_all(env.bootstrap, env.topic(base))]
+
+
+def test_drift_fires_once_requests_retraining_once_and_resolves_across_a_restart(
+    env: Env, tmp_path: Path, worker_factory: list[Worker],
+) -> None:
+    config = tmp_path / "factory.toml"
+    config.write_text(RULES)
+    env.extra["FACTORY_CONFIG"] = str(config)
+    env.create_topics()
+    worker = Worker(env, tmp_path / "worker.log")
+    worker_factory.append(worker.start())
+    start = (time.time() // 10 - 40) * 10
+    bad = {4, 5, 6, 7}
+    produce(env.bootstrap, _windows(env, start, 0, 7, bad))
+
+    def firing() -> list[dict[str, Any]]:
+        return [a for a in _out(env, "alerts")
+                if a["rule"] == "error-rate" and a["model"] == "churn"]
+
+    fired = wait_for(firing, timeout_s=60, what="the alert to fire")
+    assert [(a["state"], a["window_start"]) for a in fired] == [("firing", start + 50)]
+    assert fired[0]["value"] > 0.3
+    listed = wait_for(lambda: worker.get("/api/v1/alerts")["alerts"], what="the API to list it")
+    assert fired[0]["alert_id"] in {a["alert_id"] for a in listed}
+
+    assert worker.stop(signal.SIGTERM) == 0  # restart while the alert fires
+    worker.start()
+    produce(env.bootstrap, _windows(env, start, 7, 12, bad))
+    alerts = wait_for(lambda: a if len(a := firing()) >= 2 else None, timeout_s=60,
+                      what="the alert to resolve")
+    time.sleep(3)  # anything published twice would show up by now
+    alerts = firing()
+    assert [(a["state"], a["window_start"]) for a in alerts] == [
+        ("firing", start + 50), ("resolved", start + 80)]
+    assert alerts[0]["alert_id"] == alerts[1]["alert_id"]
+    requests = _out(env, "retraining")
+    assert len(requests) == 1
+    request = requests[0]
+    assert (request["model"], request["rule"], request["window_start"]) == (
+        "churn", "error-rate", start + 50)
+    assert [w["start"] for w in request["evidence"]["windows"]] == [start + 40, start + 50]
+    assert wait_for(lambda: all(a["model"] != "churn"
+                                for a in worker.get("/api/v1/alerts")["alerts"]),
+                    what="the API to drop the resolved alert")
+    assert worker.get("/api/v1/retraining")["requests"][0]["request_id"] == request["request_id"]
+
+
+def test_a_bad_rule_stops_the_worker_at_start_naming_it(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[[alerts]]\nname = "typo"\nmetric = "eror_rate"\nop = ">"\n'
+                      "threshold = 0.1\n")
+    result = subprocess.run([*CLI, "worker"], env={**os.environ, "FACTORY_CONFIG": str(config)},
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert "alerts[0] (typo).metric: unknown metric 'eror_rate'" in result.stderr
