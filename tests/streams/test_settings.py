@@ -156,7 +156,8 @@ severity = "critical"
 @pytest.mark.parametrize(("rule", "key"), [
     ('name = "a"\nmetric = "happiness"\nop = ">"\nthreshold = 1', "alerts[0] (a).metric"),
     ('name = "a"\nmetric = "f1"\nop = "=="\nthreshold = 1', "alerts[0] (a).op"),
-    ('name = "a"\nmetric = "f1"\nop = "<"\nthreshold = 0.5\nresolve = 0.4', "alerts[0] (a).resolve"),
+    ('name = "a"\nmetric = "f1"\nop = "<"\nthreshold = 0.5\nresolve = 0.4',
+     "alerts[0] (a).resolve"),
     ('name = "a"\nmetric = "f1"\nop = "<"\nthreshold = 0.5\nwindow = "5m"', "alerts[0] (a).window"),
     ('name = "a"\nmetric = "f1"\nop = "<"', "alerts[0] (a).threshold"),
     ('name = "a"\nmetric = "f1"\nop = "<"\nthreshold = 1\nfour = 3', "alerts[0] (a).four"),
