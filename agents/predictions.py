@@ -56,11 +56,12 @@ class Join:
 class _Columns:
     """Columns of one batch's new predictions, handed to numpy once per flush."""
 
-    __slots__ = ("cost", "failed", "latency", "model", "msg", "score", "ts")
+    __slots__ = ("cost", "failed", "features", "latency", "model", "msg", "score", "ts")
 
     def __init__(self) -> None:
         self.model: list[str] = []
         self.score: list[float] = []
+        self.features: list[dict[str, float] | None] = []
         self.ts: list[float] = []
         self.failed: list[bool] = []
         self.latency: list[float] = []
@@ -77,6 +78,13 @@ class _LabelColumns:
         self.labels: list[Any] = []
         self.delay: list[float] = []
         self.msg: list[int] = []
+
+
+def _feature_columns(rows: list[dict[str, float] | None]) -> dict[str, np.ndarray]:
+    """Each numeric feature as a column, NaN where a prediction lacks it."""
+    names = {name for row in rows if row for name in row}
+    return {name: np.array([row.get(name, math.nan) if row else math.nan for row in rows],
+                           dtype=np.float64) for name in names}
 
 
 class PredictionLogic:
@@ -153,6 +161,7 @@ class PredictionLogic:
                     cols.model.append(model)
                     score = event.get("score")
                     cols.score.append(math.nan if score is None else score)
+                    cols.features.append(event.get("features"))
                     cols.ts.append(ts)
                     cols.failed.append(event.get("status") == "error")
                     latency, cost = event.get("latency_ms"), event.get("cost_usd")
@@ -205,6 +214,7 @@ class PredictionLogic:
         join.new_predictions.extend(zip(ids, models, ts, predicted, strict=True))
         cols.model.extend(models)
         cols.score.extend([math.nan if (v := e.get("score")) is None else v for e in events])
+        cols.features.extend([e.get("features") for e in events])
         cols.ts.extend(ts)
         cols.failed.extend([e.get("status") == "error" for e in events])
         cols.latency.extend([math.nan if (v := e.get("latency_ms")) is None else v
@@ -246,10 +256,15 @@ class PredictionLogic:
             failed, latency, cost = failed_all[mine], latency_all[mine], cost_all[mine]
             score = score_all[mine]
             scored = not np.isnan(score).all()
+            features = [cols.features[i] for i in np.arange(len(cols.ts))[mine].tolist()]
+            featured = any(features)
             for state, rows in shard.windows(f"m:{model}", ts, msg, messages):
                 state.family("traffic").update(failed[rows], latency[rows], cost[rows])
                 if scored:
                     state.family("scores").update(score[rows])
+                if featured:
+                    state.family("features").update(_feature_columns(
+                        [features[i] for i in rows.tolist()]))
 
     def _update_quality(self, shard: Shard, messages: list[Message],
                         labels: dict[str, _LabelColumns]) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from agents.aggregators.drift import PageHinkley, Scores, psi
+from agents.aggregators.drift import PageHinkley, psi
 from agents.aggregators.window import WindowState
 from agents.alerts import RuleState, applies, evaluate
 from streams.settings import AlertRule, Settings
@@ -34,6 +34,7 @@ FACTORY = "_factory"
 LIFECYCLE_PART = "lifecycle"
 HEARD_WITHIN_S = 5.0
 SETTLE_S = 2.0
+PSI_DRIFT = 0.25  # a feature drifts past this PSI; the dataset when over half its features do
 
 
 @dataclass
@@ -282,14 +283,33 @@ class SnapshotStage:
         drift = self.drift.setdefault(model, {"ref": None, "n": 0, "ph": None})
         self.writes[f"drift|{model}"] = drift
         out: dict[str, Any] = {}
-        scores = state.families.get("scores")
-        if scores is not None and scores.count:
-            if drift["n"] < self.settings.drift_reference_size:
-                ref = scores if drift["ref"] is None else Scores.from_state(drift["ref"]).merge(
-                    scores)
-                drift["ref"], drift["n"] = ref.to_state(), ref.count
-            else:
-                out["drift_psi"] = psi(Scores.from_state(drift["ref"]).hist, scores.hist)
+        current = WindowState()
+        for name in ("scores", "features"):
+            if name in state.families:
+                current.families[name] = state.families[name]
+        predictions = values.get("predictions") or 0
+        if current.families and drift["n"] < self.settings.drift_reference_size:
+            # the reference: the version's first `drift.reference_size` predictions
+            ref = current if drift["ref"] is None else WindowState.from_state(
+                drift["ref"]).merge(current)
+            drift["ref"], drift["n"] = ref.to_state(), drift["n"] + predictions
+        elif current.families and drift["ref"] is not None:
+            reference = WindowState.from_state(drift["ref"])
+            ref_scores, scores = reference.families.get("scores"), current.families.get("scores")
+            if ref_scores is not None and scores is not None:
+                out["drift_psi"] = psi(ref_scores.hist, scores.hist)
+            ref_features = reference.families.get("features")
+            features = current.families.get("features")
+            if ref_features is not None and features is not None:
+                per_feature = {name: psi(sketch, features.sketches[name])
+                               for name, sketch in ref_features.sketches.items()
+                               if name in features.sketches}
+                scored = {k: v for k, v in per_feature.items() if v is not None}
+                if scored:
+                    drifted = sum(1 for v in scored.values() if v > PSI_DRIFT)
+                    out["drift_psi_features"] = scored
+                    out["drifted_feature_share"] = drifted / len(scored)
+                    out["dataset_drift"] = drifted / len(scored) > 0.5
         if values.get("error_rate") is not None:
             detector = PageHinkley.from_state(drift["ph"])
             out["error_drift"] = detector.update(values["error_rate"])

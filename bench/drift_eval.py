@@ -23,9 +23,9 @@ from river import drift
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents.aggregators.drift import PageHinkley, Scores, psi  # noqa: E402
-from agents.alerts import RuleState, evaluate  # noqa: E402
-from streams.settings import default_rules  # noqa: E402
+from agents.aggregators.drift import PageHinkley, Scores, psi
+from agents.alerts import RuleState, evaluate
+from streams.settings import default_rules
 
 Stream = tuple[np.ndarray, int | None]  # values, change point (None: no change)
 
@@ -128,9 +128,8 @@ def main() -> None:
     }
     applies = {"ours: Page-Hinkley on window error rates": "errors",
                "ours: concept-drift rule": "errors", "ours: score-drift rule (PSI)": "scores"}
-    streams = {kind: errors for kind in ("stable", "noisy-stable", "abrupt-concept",
-                                         "gradual-concept")}
-    streams.update({kind: scores for kind in ("abrupt-score", "gradual-score")})
+    streams = dict.fromkeys(("stable", "noisy-stable", "abrupt-concept", "gradual-concept"), errors)
+    streams.update(dict.fromkeys(("abrupt-score", "gradual-score"), scores))
     print(f"{args.seeds} seeds x {n:,} events per stream, windows of {window} events; "
           "delay = events (windows) after the change to the first alarm; "
           "false alarms per million events\n")

@@ -105,6 +105,7 @@ class MetricSnapshot:
     drift_psi: float | None = spec(default=None, metadata=constraint(doc="PSI of the score"))
     drift_psi_features: dict[str, float] | None = None
     drifted_feature_share: float | None = None
+    dataset_drift: bool | None = None
     error_drift: bool | None = None
 
 

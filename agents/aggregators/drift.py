@@ -56,26 +56,101 @@ class Scores:
         return None  # drift is reported against a reference, by the snapshot stage
 
 
-def _dense(hist: LinearHistogram) -> FloatArray:
-    dense = np.zeros(hist.bins + 1)
-    for key, weight in hist.buckets.items():
-        dense[key] += weight
-    return dense
+class ValueSketch:
+    """Counts of an unbounded numeric feature in log buckets (5 % relative width), signed,
+    ordered so that bucket keys sort like the values they hold."""
+
+    __slots__ = ("buckets",)
+    _LOG_GAMMA = math.log(1.05 / 0.95)
+    _OFFSET = 1000  # keeps positive keys above zero down to |x| ~ 1e-43
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, float] = {}
+
+    def update(self, values: FloatArray) -> None:
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            return
+        magnitude = np.abs(values)
+        keys = np.zeros(values.size, dtype=np.int64)
+        big = magnitude > 1e-40
+        keys[big] = (np.ceil(np.log(magnitude[big]) / self._LOG_GAMMA).astype(np.int64)
+                     + self._OFFSET) * np.sign(values[big]).astype(np.int64)
+        uniq, counts = np.unique(keys, return_counts=True)
+        for key, count in zip(uniq.tolist(), counts.tolist(), strict=True):
+            self.buckets[key] = self.buckets.get(key, 0) + count
+
+    def merge(self, other: ValueSketch) -> ValueSketch:
+        out = ValueSketch()
+        out.buckets = dict(self.buckets)
+        for key, count in other.buckets.items():
+            out.buckets[key] = out.buckets.get(key, 0) + count
+        return out
+
+    @property
+    def count(self) -> float:
+        return float(sum(self.buckets.values()))
+
+    def to_state(self) -> list[list[int]]:
+        keys = sorted(self.buckets)
+        return [keys, [int(self.buckets[k]) for k in keys]]
+
+    @classmethod
+    def from_state(cls, state: list[list[int]]) -> ValueSketch:
+        out = cls()
+        out.buckets = dict(zip(state[0], state[1], strict=True))
+        return out
 
 
-def psi(reference: LinearHistogram, current: LinearHistogram) -> float | None:
+class Features:
+    """Sketches of each numeric feature of the model's predictions in one window."""
+
+    __slots__ = ("sketches",)
+
+    def __init__(self) -> None:
+        self.sketches: dict[str, ValueSketch] = {}
+
+    def update(self, columns: dict[str, FloatArray]) -> None:
+        for name, values in columns.items():
+            self.sketches.setdefault(name, ValueSketch()).update(values)
+
+    def merge(self, other: Self) -> Self:
+        out = type(self)()
+        for name in self.sketches.keys() | other.sketches.keys():
+            mine, theirs = self.sketches.get(name), other.sketches.get(name)
+            out.sketches[name] = (mine.merge(theirs) if mine and theirs else
+                                  mine or theirs or ValueSketch())
+        return out
+
+    def to_state(self) -> dict[str, Any]:
+        return {name: sketch.to_state() for name, sketch in sorted(self.sketches.items())}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Self:
+        out = cls()
+        out.sketches = {name: ValueSketch.from_state(s) for name, s in state.items()}
+        return out
+
+    def value(self) -> dict[str, Any] | None:
+        return None  # drift is reported against a reference, by the snapshot stage
+
+
+def psi(reference: LinearHistogram | ValueSketch, current: LinearHistogram | ValueSketch,
+        ) -> float | None:
     """Population stability index of `current` against `reference`, over 10 bins cut at the
-    reference's deciles; None when either side is empty."""
-    if reference.weight <= 0 or current.weight <= 0:
+    reference's deciles (to the sketches' resolution); None when either side is empty."""
+    keys = sorted(reference.buckets.keys() | current.buckets.keys())
+    ref = np.array([reference.buckets.get(k, 0.0) for k in keys], dtype=np.float64)
+    cur = np.array([current.buckets.get(k, 0.0) for k in keys], dtype=np.float64)
+    if ref.sum() <= 0 or cur.sum() <= 0:
         return None
-    ref, cur = _dense(reference), _dense(current)
     cum = np.cumsum(ref) / ref.sum()
     cuts = sorted({int(np.searchsorted(cum, q / PSI_BINS)) + 1 for q in range(1, PSI_BINS)})
     edges = [0, *[c for c in cuts if 0 < c < ref.size], ref.size]
     total = 0.0
     for lo, hi in itertools.pairwise(edges):
-        p = max(ref[lo:hi].sum() / ref.sum(), EPSILON)
-        q = max(cur[lo:hi].sum() / cur.sum(), EPSILON)
+        p = max(float(ref[lo:hi].sum() / ref.sum()), EPSILON)
+        q = max(float(cur[lo:hi].sum() / cur.sum()), EPSILON)
         total += (q - p) * math.log(q / p)
     return total
 

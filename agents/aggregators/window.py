@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Self
 
 from agents.aggregators.base import ratio
-from agents.aggregators.drift import Scores
+from agents.aggregators.drift import Features, Scores
 from agents.aggregators.feedback import Feedback
 from agents.aggregators.lifecycle import Lifecycle
 from agents.aggregators.quality import Quality
@@ -26,6 +26,7 @@ FAMILIES: dict[str, Any] = {
     "feedback": Feedback,
     "lifecycle": Lifecycle,
     "scores": Scores,
+    "features": Features,
 }
 
 

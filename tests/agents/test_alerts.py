@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import orjson
 import pytest
 
-from agents.aggregators.drift import PageHinkley, Scores, psi
+from agents.aggregators.drift import PageHinkley, Scores, ValueSketch, psi
+from agents.aggregators.window import WindowState
 from agents.alerts import RuleState, applies, evaluate
-from streams.settings import AlertRule
+from agents.snapshots import SnapshotStage
+from streams.settings import AlertRule, load_settings
 
 
 def _run(rule: AlertRule, values: list[float | None]) -> list[tuple[int, str]]:
@@ -93,3 +96,43 @@ def test_page_hinkley_state_round_trips(n: int) -> None:
     for x in [0.1] * n:
         detector.update(x)
     assert PageHinkley.from_state(detector.to_state()).to_state() == detector.to_state()
+
+
+def test_feature_sketch_orders_signed_values_and_psi_sees_a_shift() -> None:
+    rng = np.random.default_rng(2)
+    ref, same, shifted = ValueSketch(), ValueSketch(), ValueSketch()
+    ref.update(rng.normal(0, 10, 20_000))
+    same.update(rng.normal(0, 10, 5_000))
+    shifted.update(rng.normal(8, 10, 5_000))
+    keys = sorted(ref.buckets)
+    assert keys[0] < 0 < keys[-1]
+    assert psi(ref, same) < 0.05
+    assert psi(ref, shifted) > 0.25
+    back = ValueSketch.from_state(orjson.loads(orjson.dumps(ref.to_state())))
+    assert back.buckets == ref.buckets
+
+
+def test_snapshot_stage_reports_score_and_feature_drift_against_the_reference() -> None:
+    settings = load_settings({})
+    stage = SnapshotStage(settings, {}, {"metrics": None, "alerts": None, "retraining": None},
+                          None)
+    rng = np.random.default_rng(3)
+
+    def window(shift: float, n: int = 1000) -> WindowState:
+        state = WindowState()
+        state.family("scores").update(np.clip(rng.beta(2, 5, n) + shift, 0, 1))
+        state.family("features").update({"tenure": rng.normal(24 + 40 * shift, 8, n),
+                                         "spend": rng.lognormal(3, 0.5, n)})
+        return state
+
+    for _ in range(2):  # the first 2,000 predictions make the reference
+        assert stage._drift("churn", window(0.0), {"predictions": 1000}) == {}
+    calm = stage._drift("churn", window(0.0), {"predictions": 1000})
+    assert calm["drift_psi"] < 0.1
+    assert calm["drifted_feature_share"] == 0.0
+    moved = stage._drift("churn", window(0.3), {"predictions": 1000})
+    assert moved["drift_psi"] > 0.25
+    assert moved["drift_psi_features"]["tenure"] > 0.25
+    assert moved["drift_psi_features"]["spend"] < 0.1
+    assert moved["drifted_feature_share"] == 0.5
+    assert moved["dataset_drift"] is False
