@@ -1,0 +1,168 @@
+"""Fault tests: the numbers stay exact when workers are killed, state is lost, the broker
+restarts. Each prints what it injected and what it found."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from tests.harness import CLI, Env, Worker, produce, read_all, wait_for
+
+CONFIG = '[windows]\nsizes = ["60s"]\ngrace = "1s"\n[worker]\nidle = "2s"\n'
+
+
+def _workload(n: int, start: float, seed: int) -> tuple[list[list[Any]], Counter[Any],
+                                                         Counter[Any]]:
+    """Chunks of (predictions, labels) messages; expected predictions and correct labels
+    per (model, window start)."""
+    rng = random.Random(seed)
+    chunks, predictions, correct = [], Counter(), Counter()
+    for c in range(0, n, 2000):
+        preds, labels = [], []
+        for i in range(c, min(c + 2000, n)):
+            model = "a" if i % 3 else "b"
+            ts = start + rng.uniform(0, 600)
+            predicted = rng.randint(0, 1)
+            preds.append({"event_id": f"f{i}", "ts": ts, "model": model, "version": "1",
+                          "predicted": predicted})
+            window = (model, (ts // 60) * 60)
+            predictions[window] += 1
+            if i % 2 == 0:
+                label = rng.randint(0, 1)
+                labels.append({"event_id": f"f{i}", "ts": ts + 30, "label": label})
+                correct[window] += label == predicted
+        chunks.append([preds, labels])
+    return chunks, predictions, correct
+
+
+def _send(env: Env, chunk: list[Any], rng: random.Random) -> None:
+    messages = []
+    for base, events in zip(("predictions", "labels"), chunk, strict=True):
+        for i in range(0, len(events), 250):
+            messages.append((env.topic(base), rng.randrange(env.partitions),
+                             orjson.dumps(events[i:i + 250])))
+    produce(env.bootstrap, messages)
+
+
+def _final(env: Env) -> dict[tuple[str, float], dict[str, Any]]:
+    latest: dict[tuple[str, float], dict[str, Any]] = {}
+    for record in read_all(env.bootstrap, env.topic("metrics")):
+        snap = orjson.loads(record.value)
+        if snap["scope"] != "model" or snap["model"] == "_factory":
+            continue
+        key = (snap["model"], snap["window_start"])
+        if key not in latest or latest[key]["revision"] < snap["revision"]:
+            latest[key] = snap
+    return latest
+
+
+def _wait_exact(env: Env, predictions: Counter[Any], correct: Counter[Any]) -> None:
+    def exact() -> bool:
+        got = _final(env)
+        return all(got.get(k, {}).get("predictions") == v for k, v in predictions.items()) and all(
+            round(got[k]["accuracy"] * got[k]["labelled"]) == v for k, v in correct.items())
+
+    try:
+        wait_for(exact, timeout_s=120, what="exact final snapshots")
+    finally:
+        got = _final(env)
+        wrong = {k: (v, got.get(k, {}).get("predictions")) for k, v in predictions.items()
+                 if got.get(k, {}).get("predictions") != v}
+        print(f"windows: {len(predictions)}; windows with wrong counts: {wrong or 'none'}")
+    got = _final(env)
+    assert sum(s["predictions"] for s in got.values()) == sum(predictions.values())
+    assert sum(s["labelled"] for s in got.values()) == sum(predictions.values()) // 2 + (
+        sum(predictions.values()) % 2)
+
+
+def _setup(env: Env, tmp_path: Path, worker_factory: list[Worker]) -> Worker:
+    config = tmp_path / "factory.toml"
+    config.write_text(CONFIG)
+    env.extra["FACTORY_CONFIG"] = str(config)
+    env.create_topics()
+    worker = Worker(env, tmp_path / "worker.log")
+    worker_factory.append(worker.start())
+    return worker
+
+
+def test_three_sigkills_one_during_recovery_lose_and_double_nothing(
+    env: Env, tmp_path: Path, worker_factory: list[Worker],
+) -> None:
+    worker = _setup(env, tmp_path, worker_factory)
+    start = (time.time() // 86400 - 1) * 86400
+    chunks, predictions, correct = _workload(100_000, start, seed=1)
+    rng = random.Random(2)
+    kill_after = sorted(rng.sample(range(3, len(chunks) - 3), 2))
+    began = time.monotonic()
+    recoveries = []
+    for index, chunk in enumerate(chunks):
+        _send(env, chunk, rng)
+        if index in kill_after:
+            time.sleep(rng.uniform(0, 0.5))
+            worker.stop(signal.SIGKILL)
+            killed = time.monotonic()
+            worker.start()
+            recoveries.append(time.monotonic() - killed)
+            if index == kill_after[0]:  # kill again while its tables recover, then restart
+                worker.stop(signal.SIGKILL)
+                worker.start()
+    print(f"\ninjected 3 SIGKILLs (one during recovery) over 100,000 predictions + 50,000 "
+          f"labels; restart-to-ready {', '.join(f'{r:.1f}s' for r in recoveries)}")
+    _wait_exact(env, predictions, correct)
+    print(f"all exact {time.monotonic() - began:.0f}s after the first event")
+
+
+def test_deleted_local_state_is_rebuilt_from_the_changelog(
+    env: Env, tmp_path: Path, worker_factory: list[Worker],
+) -> None:
+    worker = _setup(env, tmp_path, worker_factory)
+    start = (time.time() // 86400 - 1) * 86400
+    chunks, predictions, correct = _workload(20_000, start, seed=3)
+    rng = random.Random(4)
+    half = len(chunks) // 2
+    for chunk in chunks[:half]:
+        _send(env, [chunk[0], []], rng)  # predictions only: their labels come after the loss
+    total = sum(len(c[0]) for c in chunks[:half])
+    wait_for(lambda: sum(t["accepted"] for t in worker.get("/api/v1/ingest")["topics"].values())
+             >= total, what="the first half")
+    assert worker.stop(signal.SIGTERM) == 0
+    shutil.rmtree(env.state_dir / "worker")
+    print(f"\ndeleted {env.state_dir / 'worker'} after {total:,} predictions")
+    worker.start()
+    for chunk in chunks[:half]:
+        _send(env, [[], chunk[1]], rng)
+    for chunk in chunks[half:]:
+        _send(env, chunk, rng)
+    _wait_exact(env, predictions, correct)
+
+
+def test_a_broker_restart_mid_stream_loses_nothing(
+    env: Env, tmp_path: Path, worker_factory: list[Worker],
+) -> None:
+    worker = _setup(env, tmp_path, worker_factory)
+    start = (time.time() // 86400 - 1) * 86400
+    chunks, predictions, correct = _workload(20_000, start, seed=5)
+    rng = random.Random(6)
+    port = env.bootstrap.rsplit(":", 1)[1]
+    state = Path(__file__).resolve().parents[2] / ".factory-test"
+    for chunk in chunks[: len(chunks) // 2]:
+        _send(env, chunk, rng)
+    broker = [*CLI, "broker", "--state-dir", str(state), "--port", port]
+    began = time.monotonic()
+    subprocess.run([*broker[:4], "stop", *broker[4:]], check=True, capture_output=True)
+    time.sleep(2)
+    subprocess.run([*broker[:4], "start", *broker[4:]], check=True, capture_output=True)
+    print(f"\nbroker stopped (SIGTERM) and started again in {time.monotonic() - began:.1f}s "
+          "mid-stream")
+    for chunk in chunks[len(chunks) // 2:]:
+        _send(env, chunk, rng)
+    _wait_exact(env, predictions, correct)
+    assert worker.alive()
