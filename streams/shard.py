@@ -105,6 +105,10 @@ class Shard:
     table: Any
     settings: Settings
     slots: dict[str, Slot] = field(default_factory=dict)
+    # Every window slot of this partition as last written. Reads never go to the table:
+    # Faust looks a key up in the store of the *current event's* partition, which in a
+    # batched flush can be another shard's, and would answer "absent" for a slot that exists.
+    stored: dict[str, Any] = field(default_factory=dict)
     ingest: dict[str, IngestProgress] = field(default_factory=dict)
     # what the last completed flush made durable (dead letters included): what the API shows
     ingest_durable: dict[str, IngestProgress] = field(default_factory=dict)
@@ -127,13 +131,13 @@ class Shard:
         if slot is not None:
             return slot
         end = start + size
-        stored = self.table.get(self.key(local))
+        stored = self.stored.get(local)
         if stored is None:
             if end < self.watermark - self.settings.retention_s:
                 return None
             slot = Slot(WindowState(), {}, end)
         else:
-            slot = Slot(WindowState.from_state(stored["s"]), stored["o"], end)
+            slot = Slot(WindowState.from_state(stored["s"]), dict(stored["o"]), end)
         self.slots[local] = slot
         return slot
 
@@ -313,6 +317,7 @@ class ShardRuntime:
                     shard.ingest_durable[local[7:]] = shard.ingest[local[7:]]
                 elif local.startswith("w|"):
                     shard.watermark = max(shard.watermark, value.get("wm", -math.inf))
+                    shard.stored[local] = value
             self.logic.load(shard, items)
             self.shards[partition] = shard
         return shard
@@ -394,8 +399,10 @@ class ShardRuntime:
             if slot.dirty:
                 for src, offset in high.items():
                     slot.offsets[src] = max(slot.offsets.get(src, -1), offset)
-                shard.put(local, {"s": slot.state.to_state(), "o": slot.offsets,
-                                  "wm": shard.watermark}, 0)
+                value = {"s": slot.state.to_state(), "o": dict(slot.offsets),
+                         "wm": shard.watermark}
+                shard.put(local, value, 0)
+                shard.stored[local] = value
         for topic, progress in shard.ingest.items():
             shard.put(f"ingest|{topic}", progress.to_state(), 2)
         max_size = self.settings.window_sizes[-1]
@@ -409,6 +416,7 @@ class ShardRuntime:
                 slot.dirty = False
             if slot.end < shard.watermark - self.settings.retention_s:
                 shard.delete(local)
+                shard.stored.pop(local, None)
                 del shard.slots[local]
             elif slot.end < shard.watermark - self.settings.grace_s - max_size:
                 del shard.slots[local]  # cold: reloaded from the table if touched again
