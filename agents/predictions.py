@@ -12,6 +12,7 @@ per few thousand predictions per flush), never as one table write per event.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import zlib
 from collections.abc import Iterable
@@ -28,6 +29,7 @@ from streams.shard import Message, Shard, ShardRuntime, time_rejection
 from streams.topics import route
 
 CHUNK_ROWS = 4000
+FORWARD_EVENTS = 1000  # per forwarded message: well under Kafka's 1 MiB message limit
 UNKNOWN_MODEL = "_unknown"
 
 
@@ -280,11 +282,16 @@ class PredictionLogic:
                                                delay[rows], regressor)
 
     async def before_flush(self, shard: Shard, runtime: ShardRuntime) -> None:
+        # Forwarded events must be on the broker before this shard records the offsets
+        # that include them: wait for each delivery (a failure raises, nothing is recorded).
+        sent = []
         for partition, kinds in self.forwards.items():
             for kind, events in kinds.items():
-                await runtime.byid.send(value=orjson.dumps({"k": kind, "e": events}),
-                                        partition=partition)
+                for start in range(0, len(events), FORWARD_EVENTS):
+                    value = orjson.dumps({"k": kind, "e": events[start:start + FORWARD_EVENTS]})
+                    sent.append(await runtime.byid.send(value=value, partition=partition))
         self.forwards.clear()
+        await asyncio.gather(*sent)
         join: Join = shard.extra
         self._write_chunks(shard, join)
         self._expire(shard, join)

@@ -47,8 +47,11 @@ def dead_letter(
 async def publish(
     sink: Any, rejections: list[Rejection], topic: str, partition: int, offset: int,
     key: bytes | None,
-) -> None:
-    """Send one dead letter per rejection, keyed by source topic so replays stay ordered."""
+) -> list[Any]:
+    """Send one dead letter per rejection, keyed by source topic so replays stay ordered;
+    return the delivery futures (await them before recording the source offsets)."""
+    sent = []
     for rejection in rejections:
         payload = dead_letter(rejection, topic, partition, offset, key)
-        await sink.send(key=topic.encode(), value=encode(payload))
+        sent.append(await sink.send(key=topic.encode(), value=encode(payload)))
+    return sent

@@ -14,6 +14,7 @@ are skipped for that slot: replays cannot double count, without Kafka transactio
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -335,15 +336,26 @@ class ShardRuntime:
         settings = self.settings
         async for events in stream.noack_take(settings.max_batch,
                                               within=settings.flush_interval_s):
-            await self._process(events)
+            try:
+                await self._process(events)
+            except BaseException:
+                # In-memory state may now be ahead of what was written: drop it, so the
+                # shards reload from their tables and the unacknowledged events replay.
+                self.shards.clear()
+                raise
 
     async def _process(self, events: list[Any]) -> None:
         by_partition: dict[int, list[Message]] = {}
+        shards: dict[int, Shard] = {}
         rejected: list[tuple[Rejection, str, int, int, bytes | None]] = []
+        owned = {tp.partition for tp in self.app.assignor.assigned_actives()
+                 if tp.topic in self.logic.sources}
         for event in events:
             msg = event.message
+            if msg.partition not in owned:
+                continue  # revoked while the batch was taken: the new owner replays it
             src = self.logic.sources[msg.topic]
-            shard = self.shard(msg.partition)
+            shard = shards[msg.partition] = self.shard(msg.partition)
             progress = shard.ingest.get(msg.topic, IngestProgress())
             if msg.offset <= progress.offset:
                 continue  # replayed after a crash: this message is already fully applied
@@ -364,21 +376,22 @@ class ShardRuntime:
             by_partition.setdefault(msg.partition, []).append(message)
         topics = {src: topic for topic, src in self.logic.sources.items()}
         for partition, messages in by_partition.items():
-            for rejection, message in self.logic.apply(self.shards[partition], messages):
+            for rejection, message in self.logic.apply(shards[partition], messages):
                 rejected.append((rejection, topics[message.src], partition, message.offset,
                                  None))
+        sent = []
         for rejection, topic, partition, offset, key in rejected:
-            await deadletter.publish(self.deadletters, [rejection], topic, partition, offset,
-                                     key)
+            sent += await deadletter.publish(self.deadletters, [rejection], topic, partition,
+                                             offset, key)
+        await asyncio.gather(*sent)  # dead letters are out before the offsets are recorded
         last_event = {event.message.partition: event for event in events}
         for partition, messages in by_partition.items():
             high: dict[str, int] = {}
             for message in messages:
                 high[message.src] = max(high.get(message.src, -1), message.offset)
-            await self._flush(self.shards[partition], high, last_event[partition])
+            await self._flush(shards[partition], high, last_event[partition])
         await self.app.producer.flush()
-        for partition in by_partition:
-            shard = self.shards[partition]
+        for shard in shards.values():
             shard.ingest_durable = dict(shard.ingest)
         for event in events:
             event.ack()
