@@ -80,11 +80,18 @@ def _check_int(name: str, value: Any) -> int:
     return value
 
 
+# Names and ids are keys of state and of Kafka messages: a megabyte "model name" would make
+# every record that carries it too large to write, so strings are capped.
+MAX_STRING = 512
+
+
 def _check_str(name: str, value: Any) -> str:
     if not isinstance(value, str):
         raise ValidationError(name, f"expected a string, got {_type_name(value)}")
     if not value:
         raise ValidationError(name, "expected a non-empty string")
+    if len(value) > MAX_STRING:
+        raise ValidationError(name, f"longer than {MAX_STRING} characters ({len(value)})")
     return value
 
 
@@ -280,7 +287,8 @@ def _column_check(spec: FieldSpec) -> Callable[[list[Any]], bool]:
         if get_origin(tp) is Literal:
             return {v for v in column if v is not None} <= choices
         if tp is str:
-            return "" not in column
+            return "" not in column and max(map(len, filter(None, column)), default=0) <= (
+                MAX_STRING)
         if tp == dict[str, float]:
             values = [v for d in column if d for v in d.values()]
             return set(map(type, values)) <= {float, int} and _finite_within(values, None, None,

@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args, get_origin
 import orjson
 
 from schemas.events import INPUT_RECORDS
-from schemas.fields import Scalar, field_specs
+from schemas.fields import MAX_STRING, Scalar, field_specs
 from schemas.outputs import OUTPUT_RECORDS
 
 SCHEMA_DIR = Path(__file__).with_name("json")
@@ -46,6 +46,8 @@ def record_schema(record: type[Any], direction: str) -> dict[str, Any]:
     properties: dict[str, Any] = {}
     for spec in field_specs(record):
         prop = _type_schema(spec.type)
+        if spec.type is str and direction == "input":
+            prop["maxLength"] = MAX_STRING
         for key, schema_key in (("ge", "minimum"), ("gt", "exclusiveMinimum"), ("le", "maximum")):
             if spec.meta.get(key) is not None:
                 prop[schema_key] = spec.meta[key]

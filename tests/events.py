@@ -44,6 +44,8 @@ INVALID_FIELDS: list[tuple[str, str, Any, str]] = [
     ("telemetry", "interval_s", -10.0, "must be > 0"),
     ("pipeline", "duration_s", -2.0, "must be >= 0"),
     ("pipeline", "records", 2.5, "expected an integer"),
+    ("predictions", "model", "m" * 100_000, "longer than 512 characters"),
+    ("labels", "event_id", "e" * 513, "longer than 512 characters"),
 ]
 
 REQUIRED: dict[str, list[str]] = {
