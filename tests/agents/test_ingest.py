@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from collections import Counter
 from typing import Any
 
@@ -39,6 +40,9 @@ def _corpus(env: Env) -> tuple[list[tuple[str, int, bytes]], list[dict[str, Any]
         # one batch mixing good events with a bad one and a non-object
         add(base, orjson.dumps([event, without(base, "ts"), event, "x"]),
             [(1, "ts: required"), (3, "must be a JSON object")], 2)
+    future = time.time() + 86400
+    for base, event in VALID.items():  # a clock a day ahead would close every window early
+        add(base, orjson.dumps([event, dict(event, ts=future)]), [(None, "in the future")], 1)
     for base, name, value, words in INVALID_FIELDS:
         add(base, orjson.dumps(with_field(base, name, value)), [(None, f"{name}")], 0)
         add(base, orjson.dumps([VALID[base], with_field(base, name, value)]),

@@ -166,3 +166,29 @@ def test_a_broker_restart_mid_stream_loses_nothing(
         _send(env, chunk, rng)
     _wait_exact(env, predictions, correct)
     assert worker.alive()
+
+
+def test_scaling_one_two_one_workers_keeps_every_partition_moving_and_exact(
+    env: Env, tmp_path: Path, worker_factory: list[Worker],
+) -> None:
+    env.partitions = 4
+    first = _setup(env, tmp_path, worker_factory)
+    start = (time.time() // 86400 - 1) * 86400
+    chunks, predictions, correct = _workload(30_000, start, seed=7)
+    rng = random.Random(8)
+    third = len(chunks) // 3
+    for chunk in chunks[:third]:
+        _send(env, chunk, rng)
+    second = Worker(Env(env.bootstrap, tmp_path / "state2", env.partitions, env.name,
+                        extra=env.extra), tmp_path / "worker2.log")
+    worker_factory.append(second.start())
+    for chunk in chunks[third:2 * third]:
+        _send(env, chunk, rng)
+    moved = wait_for(lambda: second.get("/api/v1/ingest")["topics"], timeout_s=60,
+                     what="the second worker to take partitions")
+    assert worker_factory[1].stop(signal.SIGTERM) == 0
+    for chunk in chunks[2 * third:]:
+        _send(env, chunk, rng)
+    print(f"\nscaled 1 -> 2 -> 1 workers (SIGTERM); the second worker ingested {moved}")
+    _wait_exact(env, predictions, correct)
+    assert first.alive()
