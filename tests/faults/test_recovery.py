@@ -192,3 +192,71 @@ def test_scaling_one_two_one_workers_keeps_every_partition_moving_and_exact(
     print(f"\nscaled 1 -> 2 -> 1 workers (SIGTERM); the second worker ingested {moved}")
     _wait_exact(env, predictions, correct)
     assert first.alive()
+
+
+def test_shuffled_and_late_events_on_time_windows_exact_late_ones_corrected(
+    env: Env, tmp_path: Path, worker_factory: list[Worker],
+) -> None:
+    config = tmp_path / "factory.toml"
+    config.write_text('[windows]\nsizes = ["60s"]\ngrace = "30s"\nretention = "1h"\n'
+                      '[worker]\nidle = "2s"\n')
+    env.extra["FACTORY_CONFIG"] = str(config)
+    env.create_topics()
+    worker = Worker(env, tmp_path / "worker.log")
+    worker_factory.append(worker.start())
+    rng = random.Random(9)
+    start = (time.time() // 3600 - 2) * 3600
+    events = [{"event_id": f"s{i}", "ts": start + i * 0.06, "model": "m", "version": "1"}
+              for i in range(20_000)]  # 20 minutes of event time
+    # 1 % of the events, all from the first 5 minutes, arrive after those windows closed
+    late = set(rng.sample(range(len(events) // 4), 200))
+    on_time = [e for i, e in enumerate(events) if i not in late]
+    chunks: list[list[dict[str, Any]]] = []
+    for c in range(0, len(on_time), 500):  # 30 s of event time per chunk, shuffled inside
+        chunk = on_time[c:c + 500]
+        rng.shuffle(chunk)
+        chunks.append(chunk)
+
+    def send(chunk: list[dict[str, Any]]) -> None:
+        produce(env.bootstrap, [(env.topic("predictions"), p, orjson.dumps(chunk[p::2]))
+                                for p in range(2)])
+
+    def final() -> dict[float, list[dict[str, Any]]]:
+        out: dict[float, list[dict[str, Any]]] = {}
+        for record in read_all(env.bootstrap, env.topic("metrics")):
+            snap = orjson.loads(record.value)
+            if snap.get("model") == "m":
+                out.setdefault(snap["window_start"], []).append(snap)
+        return out
+
+    for chunk in chunks:
+        send(chunk)
+    want = Counter((e["ts"] // 60) * 60 for e in events)
+    late_windows = {(events[i]["ts"] // 60) * 60 for i in late}
+    wait_for(lambda: len({w for w in final() if w in late_windows}) == len(late_windows),
+             timeout_s=60, what="the early windows to close")
+    expired = [{"event_id": f"old{i}", "ts": start - 7200 + i, "model": "m", "version": "1"}
+               for i in range(7)]
+    send([events[i] for i in sorted(late)] + expired)  # ten minutes of event time late
+
+    def settled() -> dict[float, list[dict[str, Any]]] | None:
+        got = final()
+        newest = {w: max(s, key=lambda x: x["revision"]) for w, s in got.items()}
+        done = all(newest.get(w, {}).get("predictions") == n for w, n in want.items())
+        return got if done else None
+
+    got = wait_for(settled, timeout_s=120, what="every window exact")
+    first = {w: min(s, key=lambda x: x["revision"]) for w, s in got.items()}
+    on_time_windows = [w for w in want if w not in late_windows]
+    exact_first = [w for w in on_time_windows if first[w]["predictions"] == want[w]]
+    corrected = [w for w in late_windows if max(s["revision"] for s in got[w]) >= 2]
+    letters = [orjson.loads(r.value) for r in read_all(env.bootstrap, env.topic("deadletter"))]
+    print(f"\n{len(events):,} events shuffled within 30 s, {len(late)} delivered 10 min late, "
+          f"{len(expired)} older than the retention; on-time windows exact at revision 1: "
+          f"{len(exact_first)}/{len(on_time_windows)}; late windows republished: "
+          f"{len(corrected)}/{len(late_windows)}; dead letters: {len(letters)}")
+    assert len(exact_first) == len(on_time_windows)
+    assert len(corrected) == len(late_windows)
+    assert sorted(orjson.loads(d["value"])["event_id"] for d in letters) == sorted(
+        e["event_id"] for e in expired)
+    assert all("older than the retention" in d["reason"] for d in letters)
