@@ -20,6 +20,7 @@ from agents.snapshots import run as run_snapshots
 from agents.telemetry import TelemetryLogic
 from streams import http
 from streams.kafka import faust_credentials
+from streams.loop_lag import LoopLag
 from streams.metrics_view import AlertsView, MetricsView, follow
 from streams.settings import Settings
 from streams.shard import ShardRuntime
@@ -44,6 +45,7 @@ class Pulse:
     snapshots: SnapshotStage
     view: MetricsView
     alerts: AlertsView
+    loop_lag: LoopLag
 
 
 def _faust_app(settings: Settings) -> Any:
@@ -143,7 +145,13 @@ def create_app(settings: Settings) -> Pulse:
     async def follow_retraining() -> None:
         await follow(settings, topics.outputs["retraining"], alerts)
 
-    pulse = Pulse(settings, app, inputs, outputs, runtimes, stage, view, alerts)
+    loop_lag = LoopLag()
+
+    @app.task
+    async def watch_loop() -> None:
+        await loop_lag.run()
+
+    pulse = Pulse(settings, app, inputs, outputs, runtimes, stage, view, alerts, loop_lag)
     http.register(pulse)
     return pulse
 

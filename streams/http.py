@@ -78,7 +78,7 @@ def register(pulse: Pulse) -> None:
                 "labels_unmatched": sum(j.unmatched_expired for j in joins),
                 "labels_waiting": sum(len(j.orphans) for j in joins),
                 "predictions_joinable": sum(len(j.index) for j in joins)}
-        return web.text(prometheus(pulse.view, ingest(), join, pulse.alerts),
+        return web.text(prometheus(pulse.view, ingest(), join, pulse.alerts, pulse.loop_lag),
                         content_type="text/plain; version=0.0.4")
 
     static = resources.files("streams") / "static"

@@ -18,6 +18,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.kafka import client_kwargs
+from streams.loop_lag import LoopLag
 from streams.settings import Settings, parse_duration
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ class AlertsView:
 
 
 def prometheus(view: MetricsView, counters: dict[str, dict[str, int]],
-               join: dict[str, int], alerts: AlertsView) -> str:
+               join: dict[str, int], alerts: AlertsView, loop: LoopLag) -> str:
     """Prometheus text exposition: one gauge family per metric, `factory_` names."""
     families: dict[str, list[str]] = {}
     for snapshot in view.latest():
@@ -165,6 +166,15 @@ def prometheus(view: MetricsView, counters: dict[str, dict[str, int]],
         suffix = "_total" if kind == "counter" else ""
         lines += [f"# HELP factory_{name}{suffix} {help_text} (this worker's shards)",
                   f"# TYPE factory_{name}{suffix} {kind}", f"factory_{name}{suffix} {join[name]}"]
+    lines += ["# HELP factory_event_loop_lag_seconds how late the worker's loop ran its timer",
+              "# TYPE factory_event_loop_lag_seconds gauge",
+              f"factory_event_loop_lag_seconds {loop.last_s:.6f}",
+              "# HELP factory_event_loop_lag_max_seconds worst loop lag since start",
+              "# TYPE factory_event_loop_lag_max_seconds gauge",
+              f"factory_event_loop_lag_max_seconds {loop.max_s:.6f}",
+              "# HELP factory_event_loop_stalls_total loop lags over a second",
+              "# TYPE factory_event_loop_stalls_total counter",
+              f"factory_event_loop_stalls_total {loop.stalls}"]
     lines += ["# HELP factory_alerts_firing alerts firing now, by rule, model and severity",
               "# TYPE factory_alerts_firing gauge"]
     lines += [f'factory_alerts_firing{{rule="{_escape(a["rule"])}",model="{_escape(a["model"])}",'

@@ -320,8 +320,24 @@ class ShardRuntime:
                     shard.watermark = max(shard.watermark, value.get("wm", -math.inf))
                     shard.stored[local] = value
             self.logic.load(shard, items)
+            self._resend_open_windows(shard)
             self.shards[partition] = shard
         return shard
+
+    def _resend_open_windows(self, shard: Shard) -> None:
+        """Publish the partials of recent windows again when a shard is (re)loaded.
+
+        A partial lost between the table write and its send would otherwise stay missing
+        from the snapshot stage until the window changes again; the stage replaces partials,
+        so sending one twice is harmless.
+        """
+        recent = shard.watermark - self.settings.grace_s - self.settings.window_sizes[-1]
+        for local in shard.stored:
+            entity, size, start = parse_window_key(local)
+            if start + size >= recent:
+                slot = shard.slot(entity, size, start)
+                if slot is not None:
+                    slot.dirty = True
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Drop in-memory state of revoked partitions; the table keeps it for the next owner."""

@@ -129,6 +129,7 @@ def _check_http(worker: Worker, got: dict[tuple[str, str, float], dict[str, Any]
     assert "factory_gpu_util_avg" in families
     assert any(s.labels.get("device") == "gpu0" for s in families["factory_gpu_util_avg"].samples)
     assert families["factory_duplicates"].samples[0].value == duplicates
+    assert families["factory_event_loop_lag_seconds"].samples[0].value < 1.0
     assert families["factory_labels_waiting"].samples[0].value == unknown_labels
     accepted = families["factory_input_accepted"].samples
     assert sum(s.value for s in accepted if s.labels["topic"].endswith(".predictions")) > 0
