@@ -97,7 +97,7 @@ class Settings:
     max_future_s: float = 600.0
     idle_s: float = 10.0
     flush_interval_s: float = 0.5
-    max_batch: int = 1000
+    max_batch: int = 200
     session_timeout_s: float = 30.0
     alerts: tuple[AlertRule, ...] = ()
     retrain_cooldown_s: float = 6 * 3600.0
@@ -277,7 +277,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_future_s=get("windows.max_future", 600.0, parse_duration),
         idle_s=get("worker.idle", 10.0, parse_duration),
         flush_interval_s=get("worker.flush_interval", 0.5, parse_duration),
-        max_batch=get("worker.max_batch", 1000, lambda k, v: _int(k, v, 1, 1_000_000)),
+        max_batch=get("worker.max_batch", 200, lambda k, v: _int(k, v, 1, 1_000_000)),
         session_timeout_s=get("kafka.session_timeout", 30.0, parse_duration),
         alerts=_alert_rules(values.get("alerts"), sizes),
         retrain_cooldown_s=get("retraining.cooldown", 6 * 3600.0, parse_duration),
