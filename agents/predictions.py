@@ -30,7 +30,6 @@ from streams.topics import route
 
 CHUNK_ROWS = 4000
 FORWARD_EVENTS = 1000  # per forwarded message: well under Kafka's 1 MiB message limit
-UNKNOWN_MODEL = "_unknown"
 
 
 @dataclass

@@ -14,7 +14,6 @@ offset, pair training starts with finishes by `run_id`, and track each model's n
 from __future__ import annotations
 
 import bisect
-import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -27,8 +26,6 @@ from agents.aggregators.window import WindowState
 from agents.alerts import RuleState, applies, evaluate
 from streams.settings import AlertRule, Settings
 from streams.shard import acting_as, parse_window_key, window_key
-
-log = logging.getLogger(__name__)
 
 FACTORY = "_factory"
 LIFECYCLE_PART = "lifecycle"

@@ -15,7 +15,6 @@ are skipped for that slot: replays cannot double count, without Kafka transactio
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import time
 import weakref
@@ -34,8 +33,6 @@ from schemas.codec import VALIDATORS, Rejection, decode_message
 from schemas.fields import JSON, Validator
 from streams import deadletter
 from streams.settings import Settings
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

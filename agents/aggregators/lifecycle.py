@@ -17,7 +17,7 @@ class Lifecycle(Sums):
 
     FIELDS: ClassVar[tuple[str, ...]] = ("leads", "lead_s", "steps", "runs", "run_s",
                                          "run_max_s", "deployments",
-                                         "rollbacks", "retrains", "innovations", "failed_runs")
+                                         "rollbacks", "retrains", "innovations")
     leads: int
     lead_s: float
     steps: int
@@ -28,7 +28,6 @@ class Lifecycle(Sums):
     rollbacks: int
     retrains: int
     innovations: int
-    failed_runs: int
 
     def __init__(self) -> None:
         super().__init__()
@@ -49,8 +48,6 @@ class Lifecycle(Sums):
                 self.run_s += duration_s
                 self.run_max_s = max(self.run_max_s, duration_s)
                 self.durations.update(np.array([duration_s]))
-        elif kind == "training_failed":
-            self.failed_runs += 1
         elif kind == "deployed":
             self.deployments += 1
             self.innovations += change in INNOVATIONS
