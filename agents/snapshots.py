@@ -17,8 +17,10 @@ import bisect
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 from agents.aggregators.drift import PageHinkley, psi
@@ -72,6 +74,8 @@ class SnapshotStage:
         self.alerts = outputs["alerts"]
         self.retraining = outputs["retraining"]
         self.app = app
+        self.pinned = {model: pinned_reference(path)
+                       for model, path in settings.drift_pinned.items()}
         self.alert_states: dict[str, Any] = {}
         self.drift: dict[str, Any] = {}
         self.retrain: dict[str, Any] = {}
@@ -147,7 +151,7 @@ class SnapshotStage:
         lead = None
         if kind == "deployed":
             info["version"] = event["version"]
-            self.drift.pop(model, None)  # a new version starts a new reference
+            self.drift.pop(model, None)  # a new version starts a new reference (or the pinned)
             self.writes[f"drift|{model}"] = {"ref": None, "n": 0, "ph": None}
             pending = self.retrain.get(model, {}).get("pending")
             if pending is not None and event.get("trigger") == "drift":
@@ -285,6 +289,8 @@ class SnapshotStage:
             if name in state.families:
                 current.families[name] = state.families[name]
         predictions = values.get("predictions") or 0
+        if model in self.pinned:
+            drift["ref"], drift["n"] = self.pinned[model], self.settings.drift_reference_size
         if current.families and drift["n"] < self.settings.drift_reference_size:
             # the reference: the version's first `drift.reference_size` predictions
             ref = current if drift["ref"] is None else WindowState.from_state(
@@ -372,6 +378,25 @@ class SnapshotStage:
             self.table[key] = value.to_state() if isinstance(value, Entry) else value
         self.deletes.clear()
         self.writes.clear()
+
+
+def pinned_reference(path: Path) -> dict[str, Any]:
+    """The reference state (scores and features) of the predictions recorded in `path`."""
+    events = []
+    for line in path.read_bytes().splitlines():
+        if line.strip():
+            doc = orjson.loads(line)
+            events.append(doc.get("event", doc))
+    state = WindowState()
+    scores = [e["score"] for e in events if e.get("score") is not None]
+    if scores:
+        state.family("scores").update(np.array(scores, dtype=np.float64))
+    names = {name for e in events for name in (e.get("features") or {})}
+    if names:
+        state.family("features").update({
+            name: np.array([(e.get("features") or {}).get(name, math.nan) for e in events],
+                           dtype=np.float64) for name in names})
+    return state.to_state()
 
 
 def _start_of(key: str) -> float:

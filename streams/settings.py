@@ -102,6 +102,7 @@ class Settings:
     alerts: tuple[AlertRule, ...] = ()
     retrain_cooldown_s: float = 6 * 3600.0
     drift_reference_size: int = 2000
+    drift_pinned: Mapping[str, Path] = field(default_factory=dict)
     prices: Prices = field(default_factory=Prices)
     regressors: frozenset[str] = frozenset()
     config_path: Path | None = None
@@ -201,7 +202,7 @@ _SECTIONS = {
     "windows": {"sizes", "retention", "label_horizon", "grace", "max_future"},
     "prices": {"per_hour", "per_kwh"},
     "retraining": {"cooldown"},
-    "drift": {"reference_size"},
+    "drift": {"reference_size", "pinned"},
 }
 _TOP_LEVEL = {*_SECTIONS, "regressors", "alerts"}
 
@@ -283,6 +284,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         retrain_cooldown_s=get("retraining.cooldown", 6 * 3600.0, parse_duration),
         drift_reference_size=get("drift.reference_size", 2000,
                                  lambda k, v: _int(k, v, 10, 10_000_000)),
+        drift_pinned=get("drift.pinned", {}, _pinned),
         prices=_prices(values),
         regressors=get("regressors", frozenset(), _regressors),
         config_path=config_path,
@@ -425,6 +427,17 @@ def _alert_rule(index: int, item: Any, sizes: tuple[float, ...]) -> AlertRule:
         relative=relative,
         baseline_windows=_int(f"{where}.baseline", item.get("baseline", 10), 1, 10_000),
     )
+
+
+def _pinned(key: str, value: Any) -> dict[str, Path]:
+    """Model -> JSONL file of reference predictions (one event, or {"event": ...}, per line)."""
+    out = {}
+    for model, path in _table(key, value).items():
+        file = Path(_str(f"{key}.{model}", path))
+        if not file.is_file():
+            raise ConfigError(f"{key}.{model}", f"file not found: {file}")
+        out[model] = file
+    return out
 
 
 def _number(key: str, value: Any) -> float:

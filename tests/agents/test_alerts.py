@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import orjson
 import pytest
@@ -10,7 +12,7 @@ from agents.aggregators.drift import PageHinkley, Scores, ValueSketch, psi
 from agents.aggregators.window import WindowState
 from agents.alerts import RuleState, applies, evaluate
 from agents.snapshots import SnapshotStage
-from streams.settings import AlertRule, load_settings
+from streams.settings import AlertRule, ConfigError, load_settings
 
 
 def _run(rule: AlertRule, values: list[float | None]) -> list[tuple[int, str]]:
@@ -136,3 +138,26 @@ def test_snapshot_stage_reports_score_and_feature_drift_against_the_reference() 
     assert moved["drift_psi_features"]["spend"] < 0.1
     assert moved["drifted_feature_share"] == 0.5
     assert moved["dataset_drift"] is False
+
+
+def test_a_pinned_reference_is_used_from_the_first_window(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    reference = tmp_path / "churn-reference.jsonl"
+    reference.write_bytes(b"\n".join(
+        orjson.dumps({"topic": "predictions", "event": {"score": float(s),
+                                                        "features": {"tenure": float(t)}}})
+        for s, t in zip(rng.beta(2, 5, 3000), rng.normal(24, 8, 3000), strict=True)))
+    config = tmp_path / "factory.toml"
+    config.write_text(f'[drift.pinned]\nchurn = "{reference}"\n')
+    settings = load_settings({"FACTORY_CONFIG": str(config)})
+    stage = SnapshotStage(settings, {}, {"metrics": None, "alerts": None, "retraining": None},
+                          None)
+    window = WindowState()
+    window.family("scores").update(np.clip(rng.beta(2, 5, 1000) + 0.3, 0, 1))
+    window.family("features").update({"tenure": rng.normal(24, 8, 1000)})
+    first = stage._drift("churn", window, {"predictions": 1000})
+    assert first["drift_psi"] > 0.25
+    assert first["drift_psi_features"]["tenure"] < 0.1
+    config.write_text(f'[drift.pinned]\nintent = "{tmp_path / "missing.jsonl"}"\n')
+    with pytest.raises(ConfigError, match=r"drift\.pinned\.intent"):
+        load_settings({"FACTORY_CONFIG": str(config)})
