@@ -361,12 +361,11 @@ class ShardRuntime:
         by_partition: dict[int, list[Message]] = {}
         shards: dict[int, Shard] = {}
         rejected: list[tuple[Rejection, str, int, int, bytes | None]] = []
-        owned = {tp.partition for tp in self.app.assignor.assigned_actives()
-                 if tp.topic in self.logic.sources}
+        # Events of a partition revoked while this batch was taken are applied all the same:
+        # its offsets cannot be committed by this member any more, and the new owner's replay
+        # is skipped slot by slot wherever these writes reached the changelog first.
         for event in events:
             msg = event.message
-            if msg.partition not in owned:
-                continue  # revoked while the batch was taken: the new owner replays it
             src = self.logic.sources[msg.topic]
             shard = shards[msg.partition] = self.shard(msg.partition)
             progress = shard.ingest.get(msg.topic, IngestProgress())
