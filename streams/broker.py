@@ -73,6 +73,36 @@ def resolve_jars() -> Path:
 
 
 @dataclass(frozen=True, slots=True)
+class BrokerSecurity:
+    """A SASL/SCRAM-SHA-256 client listener with these users (for testing secured clients)."""
+
+    users: dict[str, str]
+    admin: str = "admin"
+
+    def props(self) -> dict[str, str]:
+        password = self.users[self.admin]
+        return {
+            "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,"
+                                              "CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "SASL_PLAINTEXT",
+            "sasl.enabled.mechanisms": "SCRAM-SHA-256",
+            "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-256",
+            "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config":
+                "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                f'username="{self.admin}" password="{password}";',
+        }
+
+    def format_args(self) -> list[str]:
+        return [arg for name, password in self.users.items()
+                for arg in ("--add-scram", f"SCRAM-SHA-256=[name={name},password={password}]")]
+
+    def client_kwargs(self) -> dict[str, str]:
+        return {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-256",
+                "sasl_plain_username": self.admin,
+                "sasl_plain_password": self.users[self.admin]}
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerStatus:
     running: bool
     pid: int | None
@@ -82,11 +112,13 @@ class BrokerStatus:
 class LocalBroker:
     """One broker per state folder, listening on loopback only."""
 
-    def __init__(self, state_dir: Path, port: int = 9092, heap: str = "512m") -> None:
+    def __init__(self, state_dir: Path, port: int = 9092, heap: str = "512m",
+                 security: BrokerSecurity | None = None) -> None:
         self.dir = state_dir.resolve() / "kafka"
         self.port = port
         self.controller_port = port + 1
         self.heap = heap
+        self.security = security
 
     @property
     def bootstrap(self) -> str:
@@ -150,6 +182,12 @@ class LocalBroker:
             "log.retention.hours": "168",
             "log.segment.bytes": str(64 * 1024 * 1024),
         }
+        if self.security is not None:
+            scheme = "SASL_PLAINTEXT"
+            props["listeners"] = (f"{scheme}://127.0.0.1:{self.port},"
+                                  f"CONTROLLER://127.0.0.1:{self.controller_port}")
+            props["advertised.listeners"] = f"{scheme}://127.0.0.1:{self.port}"
+            props.update(self.security.props())
         self._props.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
 
     def _format(self, libs: Path) -> None:
@@ -158,7 +196,8 @@ class LocalBroker:
             id_file.write_text(_kafka_uuid())
         cmd = [*self._java(libs), "kafka.tools.StorageTool", "format",
                f"--cluster-id={id_file.read_text().strip()}", "--config", str(self._props),
-               "--ignore-formatted"]
+               "--ignore-formatted",
+               *(self.security.format_args() if self.security else [])]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise BrokerError(f"formatting {self.dir / 'data'} failed:\n{result.stderr}")
@@ -191,7 +230,8 @@ class LocalBroker:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise BrokerError(f"broker exited with {proc.returncode}:\n{self._log_tail()}")
-            if asyncio.run(_metadata_ok(self.bootstrap)):
+            probe = self.security.client_kwargs() if self.security else {}
+            if asyncio.run(_metadata_ok(self.bootstrap, probe)):
                 return self.status(), True
             time.sleep(0.3)
         self.stop()
@@ -228,7 +268,7 @@ def _kafka_uuid() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-async def _metadata_ok(bootstrap: str) -> bool:
+async def _metadata_ok(bootstrap: str, client: dict[str, str]) -> bool:
     """True once a client metadata call succeeds; the log line alone is not enough."""
     import logging
     import socket
@@ -242,7 +282,7 @@ async def _metadata_ok(bootstrap: str) -> bool:
     except OSError:
         return False
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000, **client)
     try:
         await admin.start()
         await admin.list_topics()
