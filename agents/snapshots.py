@@ -200,6 +200,7 @@ class SnapshotStage:
         sent = 0
         now = time.monotonic()
         touched: set[tuple[float, float]] = set()
+        expired_keys: list[str] = []
         # in window order: drift references and alert rules read windows one after another
         for key, entry in sorted(self.entries.items(), key=lambda kv: _start_of(kv[0])):
             entity, size, start = parse_window_key(key)
@@ -207,31 +208,42 @@ class SnapshotStage:
             if end + self.settings.grace_s > watermark:
                 entry.closable_since = None
                 continue
-            if not entry.closed:
+            expired = end < watermark - self.settings.retention_s
+            if not entry.closed and not expired:
                 # Close only once the watermark has stayed past the window for a couple of
                 # heartbeats: another worker's shard may not have reported its backlog yet.
                 if entry.closable_since is None:
                     entry.closable_since = now
                 if now - entry.closable_since < SETTLE_S:
                     continue
-            if end < watermark - self.settings.retention_s:
-                del self.entries[key]
-                self.writes.pop(key, None)
-                self.deletes.add(key)
-                continue
-            if entry.closed and not entry.dirty:
-                continue
-            entry.closed = True
-            entry.dirty = False
-            entry.rev += 1
-            self.writes[key] = entry
-            await self._send(entity, size, start, entry.rev, entry.merged())
-            sent += 1
-            if entity.startswith("m:"):
-                touched.add((size, start))
+            if not entry.closed or entry.dirty:
+                entry.closed = True
+                entry.dirty = False
+                entry.rev += 1
+                self.writes[key] = entry
+                await self._send(entity, size, start, entry.rev, entry.merged())
+                sent += 1
+                if entity.startswith("m:"):
+                    touched.add((size, start))
+            if expired:  # published above if it never was: a backlog can outrun retention
+                expired_keys.append(key)
         for size, start in sorted(touched):
             sent += await self._publish_factory(size, start)
+        for key in expired_keys:
+            del self.entries[key]
+            self.writes.pop(key, None)
+            self.deletes.add(key)
+        self._prune_factory(watermark - self.settings.retention_s)
         return sent
+
+    def _prune_factory(self, cutoff: float) -> None:
+        """Forget the rollup revisions of windows past retention (one table value holds all)."""
+        old = [k for k in self.factory_revs
+               if float(k.split("|")[1]) + float(k.split("|")[0]) < cutoff]
+        for key in old:
+            del self.factory_revs[key]
+        if old:
+            self.writes["factory"] = self.factory_revs
 
     async def _publish_factory(self, size: float, start: float) -> int:
         merged = WindowState()

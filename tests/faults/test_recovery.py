@@ -260,3 +260,4 @@ def test_shuffled_and_late_events_on_time_windows_exact_late_ones_corrected(
     assert sorted(orjson.loads(d["value"])["event_id"] for d in letters) == sorted(
         e["event_id"] for e in expired)
     assert all("older than the retention" in d["reason"] for d in letters)
+
