@@ -125,6 +125,19 @@ class Worker:
         return "\n".join(text[-lines:])
 
 
+def configured_worker(env: Env, tmp_path: Path, workers: list[Worker], config: str,
+                      ) -> Worker:
+    """Write `config` as the TOML file, create the topics, start a worker (stopped at the end
+    of the test by the `worker_factory` fixture that owns `workers`)."""
+    path = tmp_path / "factory.toml"
+    path.write_text(config)
+    env.extra["FACTORY_CONFIG"] = str(path)
+    env.create_topics()
+    worker = Worker(env, tmp_path / "worker.log")
+    workers.append(worker.start())
+    return worker
+
+
 def wait_for(predicate: Any, timeout_s: float = 30.0, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout_s
     last: Any = None

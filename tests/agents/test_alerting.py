@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from tests.harness import CLI, Env, Worker, produce, read_all, wait_for
+from tests.harness import CLI, Env, Worker, configured_worker, produce, read_all, wait_for
 
 RULES = """
 [windows]
@@ -56,12 +56,7 @@ def _out(env: Env, base: str) -> list[dict[str, Any]]:
 def test_drift_fires_once_requests_retraining_once_and_resolves_across_a_restart(
     env: Env, tmp_path: Path, worker_factory: list[Worker],
 ) -> None:
-    config = tmp_path / "factory.toml"
-    config.write_text(RULES)
-    env.extra["FACTORY_CONFIG"] = str(config)
-    env.create_topics()
-    worker = Worker(env, tmp_path / "worker.log")
-    worker_factory.append(worker.start())
+    worker = configured_worker(env, tmp_path, worker_factory, RULES)
     start = (time.time() // 10 - 40) * 10
     bad = {4, 5, 6, 7}
     produce(env.bootstrap, _windows(env, start, 0, 7, bad))

@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.factory_log import WINDOW, compare, expected, generate
-from tests.harness import Env, Worker, produce, read_all, wait_for
+from tests.harness import Env, Worker, configured_worker, produce, read_all, wait_for
 
 SCOPE_NAME = {"model": ("model",), "device": ("host", "device"), "pipeline": ("pipeline", "stage")}
 
@@ -139,12 +139,8 @@ def test_predictions_are_counted_once_across_a_kill_and_producer_retries(
     env: Env, tmp_path: Path, worker_factory: list[Worker],
 ) -> None:
     start = (int(time.time() // 86400) - 1) * 86400.0
-    config = tmp_path / "factory.toml"
-    config.write_text('[windows]\ngrace = "1s"\n[worker]\nidle = "2s"\n')
-    env.extra["FACTORY_CONFIG"] = str(config)
-    env.create_topics()
-    worker = Worker(env, tmp_path / "worker.log")
-    worker_factory.append(worker.start())
+    worker = configured_worker(env, tmp_path, worker_factory,
+                               '[windows]\ngrace = "1s"\n[worker]\nidle = "2s"\n')
     events = [{"event_id": f"e{i}", "ts": start + i % 120, "model": "m", "version": "1"}
               for i in range(2000)]
     first, second = events[:1200], events[800:]  # 400 events sent twice, across the kill

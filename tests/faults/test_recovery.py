@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from tests.harness import CLI, Env, Worker, produce, read_all, wait_for
+from tests.harness import CLI, Env, Worker, configured_worker, produce, read_all, wait_for
 
 CONFIG = '[windows]\nsizes = ["60s"]\ngrace = "1s"\n[worker]\nidle = "2s"\n'
 
@@ -83,20 +83,10 @@ def _wait_exact(env: Env, predictions: Counter[Any], correct: Counter[Any]) -> N
         sum(predictions.values()) % 2)
 
 
-def _setup(env: Env, tmp_path: Path, worker_factory: list[Worker]) -> Worker:
-    config = tmp_path / "factory.toml"
-    config.write_text(CONFIG)
-    env.extra["FACTORY_CONFIG"] = str(config)
-    env.create_topics()
-    worker = Worker(env, tmp_path / "worker.log")
-    worker_factory.append(worker.start())
-    return worker
-
-
 def test_three_sigkills_one_during_recovery_lose_and_double_nothing(
     env: Env, tmp_path: Path, worker_factory: list[Worker],
 ) -> None:
-    worker = _setup(env, tmp_path, worker_factory)
+    worker = configured_worker(env, tmp_path, worker_factory, CONFIG)
     start = (time.time() // 86400 - 1) * 86400
     chunks, predictions, correct = _workload(100_000, start, seed=1)
     rng = random.Random(2)
@@ -123,7 +113,7 @@ def test_three_sigkills_one_during_recovery_lose_and_double_nothing(
 def test_deleted_local_state_is_rebuilt_from_the_changelog(
     env: Env, tmp_path: Path, worker_factory: list[Worker],
 ) -> None:
-    worker = _setup(env, tmp_path, worker_factory)
+    worker = configured_worker(env, tmp_path, worker_factory, CONFIG)
     start = (time.time() // 86400 - 1) * 86400
     chunks, predictions, correct = _workload(20_000, start, seed=3)
     rng = random.Random(4)
@@ -147,7 +137,7 @@ def test_deleted_local_state_is_rebuilt_from_the_changelog(
 def test_a_broker_restart_mid_stream_loses_nothing(
     env: Env, tmp_path: Path, worker_factory: list[Worker],
 ) -> None:
-    worker = _setup(env, tmp_path, worker_factory)
+    worker = configured_worker(env, tmp_path, worker_factory, CONFIG)
     start = (time.time() // 86400 - 1) * 86400
     chunks, predictions, correct = _workload(20_000, start, seed=5)
     rng = random.Random(6)
@@ -172,7 +162,7 @@ def test_scaling_one_two_one_workers_keeps_every_partition_moving_and_exact(
     env: Env, tmp_path: Path, worker_factory: list[Worker],
 ) -> None:
     env.partitions = 4
-    first = _setup(env, tmp_path, worker_factory)
+    first = configured_worker(env, tmp_path, worker_factory, CONFIG)
     start = (time.time() // 86400 - 1) * 86400
     chunks, predictions, correct = _workload(30_000, start, seed=7)
     rng = random.Random(8)
@@ -197,13 +187,9 @@ def test_scaling_one_two_one_workers_keeps_every_partition_moving_and_exact(
 def test_shuffled_and_late_events_on_time_windows_exact_late_ones_corrected(
     env: Env, tmp_path: Path, worker_factory: list[Worker],
 ) -> None:
-    config = tmp_path / "factory.toml"
-    config.write_text('[windows]\nsizes = ["60s"]\ngrace = "30s"\nretention = "1h"\n'
+    configured_worker(env, tmp_path, worker_factory,
+                      '[windows]\nsizes = ["60s"]\ngrace = "30s"\nretention = "1h"\n'
                       '[worker]\nidle = "2s"\n')
-    env.extra["FACTORY_CONFIG"] = str(config)
-    env.create_topics()
-    worker = Worker(env, tmp_path / "worker.log")
-    worker_factory.append(worker.start())
     rng = random.Random(9)
     start = (time.time() // 3600 - 2) * 3600
     events = [{"event_id": f"s{i}", "ts": start + i * 0.06, "model": "m", "version": "1"}

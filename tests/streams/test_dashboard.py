@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.harness import Env, Worker, produce, wait_for
+from tests.harness import Env, Worker, configured_worker, produce, wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -37,12 +37,8 @@ def chromium() -> str:
 
 def test_dashboard_loads_and_its_charts_receive_data(chromium: str, env: Env, tmp_path: Path,
                                                      worker_factory: list[Worker]) -> None:
-    config = tmp_path / "factory.toml"
-    config.write_text('[windows]\nsizes = ["10s"]\ngrace = "0s"\n[worker]\nidle = "1s"\n')
-    env.extra["FACTORY_CONFIG"] = str(config)
-    env.create_topics()
-    worker = Worker(env, tmp_path / "worker.log")
-    worker_factory.append(worker.start())
+    worker = configured_worker(env, tmp_path, worker_factory,
+                               '[windows]\nsizes = ["10s"]\ngrace = "0s"\n[worker]\nidle = "1s"\n')
     start = (time.time() // 10 - 12) * 10
     predictions = [{"event_id": f"d{i}", "ts": start + i * 0.5, "model": ["churn", "intent"][i % 2],
                     "version": "v1", "latency_ms": 10.0 + i % 7, "predicted": i % 2,
