@@ -25,7 +25,7 @@ import orjson
 from schemas.codec import VALIDATORS, Rejection
 from schemas.fields import JSON, Validator
 from streams.settings import Settings
-from streams.shard import Message, Shard, ShardRuntime, time_rejection
+from streams.shard import Message, Shard, ShardRuntime, retention_rejection
 from streams.topics import route
 
 CHUNK_ROWS = 4000
@@ -126,17 +126,17 @@ class PredictionLogic:
     def apply(self, shard: Shard, messages: list[Message]) -> list[tuple[Rejection, Message]]:
         join: Join = shard.extra
         n_parts = self.settings.partitions
-        oldest = shard.watermark - self.settings.retention_s
         rejected: list[tuple[Rejection, Message]] = []
         cols = _Columns()
         labels: dict[str, _LabelColumns] = {}
-        newest = -math.inf
+        oldest = shard.expired_before
+        newest: dict[str, float] = {}
         for mi, message in enumerate(messages):
             local = message.src != "byid"
             if message.kind == "predictions" and message.events:
                 fast = self._fast_predictions(shard, join, message, mi, local, oldest, cols)
                 if fast is not None:
-                    newest = max(newest, fast)
+                    newest[message.src] = max(newest.get(message.src, -math.inf), fast)
                     continue
             for event in message.events:
                 eid = event["event_id"]
@@ -146,11 +146,10 @@ class PredictionLogic:
                     continue
                 ts = event["ts"]
                 if ts < oldest:
-                    rejected.append((time_rejection(event, "ts: older than the retention "
-                                                    f"({self.settings.retention_s:g}s)"),
-                                     message))
+                    rejected.append((retention_rejection(event, self.settings), message))
                     continue
-                newest = max(newest, ts)
+                if ts > newest.get(message.src, -math.inf):
+                    newest[message.src] = ts
                 if message.kind == "predictions":
                     if eid in join.index:
                         join.duplicates += 1
@@ -180,8 +179,7 @@ class PredictionLogic:
                     join.orphans[eid] = (event["label"], ts, event.get("model"),
                                          join.row_seq("O"))
                     join.new_orphans.append((eid, event["label"], ts, event.get("model")))
-        if newest > -math.inf:
-            shard.observe(newest)
+        shard.observe(newest)
         self._update_traffic(shard, messages, cols)
         self._update_quality(shard, messages, labels)
         return rejected

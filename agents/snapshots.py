@@ -84,6 +84,10 @@ class SnapshotStage:
         self.models: dict[str, Any] = {}
         self.sources: dict[str, int] = {}
         self.factory_revs: dict[str, int] = {}
+        # Windows ending before this were published and forgotten: a partial for one of them
+        # (re-sent, or from a shard far behind) must not start it again from nothing.
+        self.forgotten_before = -math.inf
+        self.ignored_partials = 0
         self.last_active = time.monotonic()
         self.loaded = False
         self.writes: dict[str, Any] = {}
@@ -100,6 +104,8 @@ class SnapshotStage:
                 self.sources = dict(value)
             elif key == "factory":
                 self.factory_revs = dict(value)
+            elif key == "horizon":
+                self.forgotten_before = value
             elif key.startswith("alert|"):
                 self.alert_states[key] = value
             elif key.startswith("drift|"):
@@ -117,6 +123,10 @@ class SnapshotStage:
     def on_partial(self, shard: str, key: str, state: dict[str, Any]) -> None:
         entry = self.entries.get(key)
         if entry is None:
+            _, size, start = parse_window_key(key)
+            if start + size < self.forgotten_before:
+                self.ignored_partials += 1
+                return
             entry = self.entries[key] = Entry()
         if entry.parts.get(shard) != state:
             entry.parts[shard] = state
@@ -168,6 +178,8 @@ class SnapshotStage:
             key = window_key(f"m:{model}", size, start)
             entry = self.entries.get(key)
             if entry is None:
+                if start + size < self.forgotten_before:
+                    continue  # counted in the lifecycle above; its window is gone
                 entry = self.entries[key] = Entry()
             state = WindowState.from_state(entry.parts.get(LIFECYCLE_PART, {}))
             state.family("lifecycle").add(kind, event.get("change"), duration, lead)
@@ -233,7 +245,10 @@ class SnapshotStage:
             del self.entries[key]
             self.writes.pop(key, None)
             self.deletes.add(key)
-        self._prune_factory(watermark - self.settings.retention_s)
+        if watermark - self.settings.retention_s > self.forgotten_before:
+            self.forgotten_before = watermark - self.settings.retention_s
+            self.writes["horizon"] = self.forgotten_before
+        self._prune_factory(self.forgotten_before)
         return sent
 
     def _prune_factory(self, cutoff: float) -> None:

@@ -110,7 +110,16 @@ class Shard:
     ingest: dict[str, IngestProgress] = field(default_factory=dict)
     # what the last completed flush made durable (dead letters included): what the API shows
     ingest_durable: dict[str, IngestProgress] = field(default_factory=dict)
+    # Newest event time applied (any source), and per source: newest event time and when
+    # (monotonic) it last had an event.
     watermark: float = -math.inf
+    source_clocks: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # What heartbeats report: event time up to which this shard is complete, as of the last
+    # flush (the snapshot stage must never hear of a time whose partials are not yet sent).
+    durable_watermark: float = -math.inf
+    # Events before this are past retention (dead-lettered), and windows ending before it
+    # were deleted: never recreate one empty. Moves at flushes, never back.
+    expired_before: float = -math.inf
     last_event_wall: float = 0.0
     extra: Any = None
     # Written in this order at each flush: slots, then join chunks, then ingest progress. A
@@ -131,7 +140,7 @@ class Shard:
         end = start + size
         stored = self.stored.get(local)
         if stored is None:
-            if end < self.watermark - self.settings.retention_s:
+            if end < self.expired_before:
                 return None
             slot = Slot(WindowState(), {}, end)
         else:
@@ -167,9 +176,28 @@ class Shard:
                 slot.dirty = True
                 yield slot.state, rows[fresh]
 
-    def observe(self, ts_max: float) -> None:
-        self.watermark = max(self.watermark, ts_max)
-        self.last_event_wall = time.monotonic()
+    def observe(self, newest: dict[str, float]) -> None:
+        """Record the newest event time applied from each source in a batch."""
+        if not newest:
+            return
+        now = time.monotonic()
+        for src, ts in newest.items():
+            before = self.source_clocks.get(src, (-math.inf, now))[0]
+            self.source_clocks[src] = (max(before, ts), now)
+        self.watermark = max(self.watermark, *newest.values())
+        self.last_event_wall = now
+
+    def complete_until(self) -> float:
+        """Event time up to which every source still sending has been applied.
+
+        Sources are read at their own pace (labels run ahead of predictions in a backlog, a
+        forwarded stream lags), so the shard is only as far as its slowest active source;
+        one silent for `worker.idle` does not hold it back.
+        """
+        now = time.monotonic()
+        active = [ts for ts, wall in self.source_clocks.values()
+                  if now - wall <= self.settings.idle_s]
+        return min(active) if active else self.watermark
 
 
 class FamilyLogic(Protocol):
@@ -226,30 +254,33 @@ class Rows:
         return self.column("ts"), np.array(self.msg, dtype=np.int64)
 
 
+def retention_rejection(event: JSON, settings: Settings) -> Rejection:
+    return time_rejection(event, f"ts: older than the retention ({settings.retention_s:g}s)")
+
+
 def group_by_entity(shard: Shard, messages: list[Message],
                     entities: Callable[[JSON], Iterable[str]],
                     ) -> tuple[dict[str, Rows], list[tuple[Rejection, Message]]]:
     """Split a batch by entity, rejecting events older than the retention."""
-    oldest = shard.watermark - shard.settings.retention_s
+    oldest = shard.expired_before
     groups: dict[str, Rows] = {}
     rejected: list[tuple[Rejection, Message]] = []
-    newest = -math.inf
+    newest: dict[str, float] = {}
     for mi, message in enumerate(messages):
         for event in message.events:
             ts = event["ts"]
             if ts < oldest:
-                rejected.append((time_rejection(event, "ts: older than the retention "
-                                                f"({shard.settings.retention_s:g}s)"), message))
+                rejected.append((retention_rejection(event, shard.settings), message))
                 continue
-            newest = max(newest, ts)
+            if ts > newest.get(message.src, -math.inf):
+                newest[message.src] = ts
             for entity in entities(event):
                 rows = groups.get(entity)
                 if rows is None:
                     rows = groups[entity] = Rows()
                 rows.events.append(event)
                 rows.msg.append(mi)
-    if newest > -math.inf:
-        shard.observe(newest)
+    shard.observe(newest)
     return groups, rejected
 
 
@@ -316,6 +347,8 @@ class ShardRuntime:
                 elif local.startswith("w|"):
                     shard.watermark = max(shard.watermark, value.get("wm", -math.inf))
                     shard.stored[local] = value
+            shard.durable_watermark = shard.watermark
+            shard.expired_before = shard.watermark - self.settings.retention_s
             self.logic.load(shard, items)
             self._resend_open_windows(shard)
             self.shards[partition] = shard
@@ -405,6 +438,7 @@ class ShardRuntime:
         await self.app.producer.flush()
         for shard in shards.values():
             shard.ingest_durable = dict(shard.ingest)
+            shard.durable_watermark = shard.complete_until()
         for event in events:
             event.ack()
 
@@ -431,6 +465,8 @@ class ShardRuntime:
         for topic, progress in shard.ingest.items():
             shard.put(f"ingest|{topic}", progress.to_state(), 2)
         max_size = self.settings.window_sizes[-1]
+        shard.expired_before = max(shard.expired_before,
+                                   shard.complete_until() - self.settings.retention_s)
         for local in list(shard.slots):
             slot = shard.slots[local]
             if slot.dirty:
@@ -439,7 +475,7 @@ class ShardRuntime:
                     "s": slot.state.to_state(),
                 }))
                 slot.dirty = False
-            if slot.end < shard.watermark - self.settings.retention_s:
+            if slot.end < shard.expired_before:
                 shard.delete(local)
                 shard.stored.pop(local, None)
                 del shard.slots[local]
@@ -459,8 +495,10 @@ class ShardRuntime:
 
         A shard is idle when it has had no event for `idle_s` and nothing is waiting in its
         partitions (end offsets as of the consumer's last fetch, which runs continuously): an
-        idle shard does not hold windows open, one with a backlog does. One message covers all
-        of this worker's shards of the family, so the snapshot stage never sees half a tick.
+        idle shard does not hold windows open, one with a backlog does. Watermark and offsets
+        are the durable ones: partials of what a heartbeat reports are already sent. One
+        message covers all of this worker's shards of the family, so the snapshot stage never
+        sees half a tick.
         """
         tps = [tp for tp in self.app.assignor.assigned_actives()
                if tp.topic in self.logic.sources]
@@ -471,13 +509,18 @@ class ShardRuntime:
         backlog: dict[int, int] = {}
         for tp in tps:
             shard = self.shards.get(tp.partition)
-            done = shard.ingest[tp.topic].offset + 1 if shard and tp.topic in shard.ingest else 0
-            end = consumer.highwater(tp) or 0
-            backlog[tp.partition] = backlog.get(tp.partition, 0) + max(0, end - done)
+            durable = shard.ingest_durable if shard else {}
+            done = durable[tp.topic].offset + 1 if tp.topic in durable else 0
+            end = consumer.highwater(tp)
+            # Not fetched yet: its backlog is unknown, and a shard that might have one must
+            # hold windows open (else the first shard to report would close them all).
+            waiting = 1 if end is None else max(0, end - done)
+            backlog[tp.partition] = backlog.get(tp.partition, 0) + waiting
         report = {}
         for partition, waiting in backlog.items():
             shard = self.shards.get(partition)
             quiet = shard is None or now - shard.last_event_wall > self.settings.idle_s
-            wm = None if shard is None or shard.watermark == -math.inf else shard.watermark
+            wm = None if shard is None or shard.durable_watermark == -math.inf else (
+                shard.durable_watermark)
             report[f"{self.logic.family}:{partition}"] = [wm, quiet and waiting == 0]
         await self.partials.send(value=orjson.dumps({"t": "h", "shards": report}))
