@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +29,7 @@ from streams.shard import Message, Shard, ShardRuntime, retention_rejection
 from streams.topics import route
 
 CHUNK_ROWS = 4000
-FORWARD_EVENTS = 1000  # per forwarded message: well under Kafka's 1 MiB message limit
+FORWARD_EVENTS = 1000  # per forwarded message, and never more than half the message limit
 
 
 @dataclass
@@ -86,6 +86,23 @@ def _feature_columns(rows: list[dict[str, float] | None]) -> dict[str, np.ndarra
     names = {name for row in rows if row for name in row}
     return {name: np.array([row.get(name, math.nan) if row else math.nan for row in rows],
                            dtype=np.float64) for name in names}
+
+
+def forward_messages(kind: str, events: list[JSON], max_bytes: int) -> Iterator[bytes]:
+    """`{"k": kind, "e": [...]}` messages of at most FORWARD_EVENTS events and about half of
+    `max_bytes` each (one event always fits: it came in a message under the limit)."""
+    head, budget = b'{"k":' + orjson.dumps(kind) + b',"e":[', max_bytes // 2
+    parts: list[bytes] = []
+    size = 0
+    for event in events:
+        part = orjson.dumps(event)
+        if parts and (len(parts) == FORWARD_EVENTS or size + len(part) > budget):
+            yield head + b",".join(parts) + b"]}"
+            parts, size = [], 0
+        parts.append(part)
+        size += len(part) + 1
+    if parts:
+        yield head + b",".join(parts) + b"]}"
 
 
 class PredictionLogic:
@@ -281,12 +298,11 @@ class PredictionLogic:
     async def before_flush(self, shard: Shard, runtime: ShardRuntime) -> None:
         # Forwarded events must be on the broker before this shard records the offsets
         # that include them: wait for each delivery (a failure raises, nothing is recorded).
-        sent = []
-        for partition, kinds in self.forwards.items():
-            for kind, events in kinds.items():
-                for start in range(0, len(events), FORWARD_EVENTS):
-                    value = orjson.dumps({"k": kind, "e": events[start:start + FORWARD_EVENTS]})
-                    sent.append(await runtime.byid.send(value=value, partition=partition))
+        limit = self.settings.max_message_bytes
+        sent = [await runtime.byid.send(value=value, partition=partition)
+                for partition, kinds in self.forwards.items()
+                for kind, events in kinds.items()
+                for value in forward_messages(kind, events, limit)]
         self.forwards.clear()
         await asyncio.gather(*sent)
         join: Join = shard.extra

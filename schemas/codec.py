@@ -28,10 +28,18 @@ class Rejection:
     raw: bytes
 
 
-def decode_message(value: bytes | None, validate: Validator) -> tuple[list[JSON], list[Rejection]]:
-    """Split one Kafka message value into valid events and rejections."""
+def decode_message(value: bytes | None, validate: Validator, max_bytes: int | None = None,
+                   ) -> tuple[list[JSON], list[Rejection]]:
+    """Split one Kafka message value into valid events and rejections.
+
+    A message over `max_bytes` is rejected whole, before it is parsed: its size alone says
+    the producer is not one of ours, and parsing it would cost memory out of proportion.
+    """
     if not value:
         return [], [Rejection("empty message", None, None, value or b"")]
+    if max_bytes is not None and len(value) > max_bytes:
+        return [], [Rejection(f"message of {len(value):,} bytes is over the limit of "
+                              f"{max_bytes:,} (kafka.max_message_bytes)", None, None, value)]
     try:
         doc: Any = orjson.loads(value)
     except orjson.JSONDecodeError as exc:

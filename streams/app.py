@@ -6,6 +6,7 @@ worker command creates the topics, then hands the app to a Faust worker.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ from streams.loop_lag import LoopLag
 from streams.metrics_view import AlertsView, MetricsView, follow
 from streams.settings import Settings
 from streams.shard import ShardRuntime
+from streams.sink import OutputSink
 from streams.topics import BYID_TOPIC, PARTIALS_TOPIC, SNAPSHOT_TABLE, Topics, shard_table
 
 JSON_SCHEMA = faust.Schema(key_serializer="json", value_serializer="json")
@@ -46,6 +48,7 @@ class Pulse:
     view: MetricsView
     alerts: AlertsView
     loop_lag: LoopLag
+    output_failures: Counter[tuple[str, str]]
 
 
 def _faust_app(settings: Settings) -> Any:
@@ -64,7 +67,8 @@ def _faust_app(settings: Settings) -> Any:
         producer_acks=-1,
         producer_linger_ms=5,
         producer_max_batch_size=1024 * 1024,
-        producer_max_request_size=2 * 1024 * 1024,
+        # room for a forward or partial next to outputs, which are capped at the limit
+        producer_max_request_size=max(2 * 1024 * 1024, 2 * settings.max_message_bytes),
         stream_buffer_maxsize=max(4096, settings.max_batch * 2),
         # Batched messages are large: fetch many per round trip.
         consumer_max_fetch_size=16 * 1024 * 1024,
@@ -87,7 +91,9 @@ def create_app(settings: Settings) -> Pulse:
     topics = Topics(settings.topic_prefix)
     n = settings.partitions
     inputs = topics.inputs
-    outputs = {base: app.topic(name, partitions=n) for base, name in topics.outputs.items()}
+    failures: Counter[tuple[str, str]] = Counter()
+    outputs = {base: OutputSink(app.topic(name, partitions=n), settings.max_message_bytes,
+                                failures) for base, name in topics.outputs.items()}
     byid = app.topic(f"{settings.app_id}-{BYID_TOPIC}", partitions=n)
     partials = app.topic(f"{settings.app_id}-{PARTIALS_TOPIC}", partitions=1)
 
@@ -151,7 +157,8 @@ def create_app(settings: Settings) -> Pulse:
     async def watch_loop() -> None:
         await loop_lag.run()
 
-    pulse = Pulse(settings, app, inputs, outputs, runtimes, stage, view, alerts, loop_lag)
+    pulse = Pulse(settings, app, inputs, outputs, runtimes, stage, view, alerts, loop_lag,
+                  failures)
     http.register(pulse)
     return pulse
 

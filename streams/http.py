@@ -77,8 +77,10 @@ def register(pulse: Pulse) -> None:
         join = {"duplicates": sum(j.duplicates for j in joins),
                 "labels_unmatched": sum(j.unmatched_expired for j in joins),
                 "labels_waiting": sum(len(j.orphans) for j in joins),
-                "predictions_joinable": sum(len(j.index) for j in joins)}
-        return web.text(prometheus(pulse.view, ingest(), join, pulse.alerts, pulse.loop_lag),
+                "predictions_joinable": sum(len(j.index) for j in joins),
+                "partials_past_retention": pulse.snapshots.ignored_partials}
+        return web.text(prometheus(pulse.view, ingest(), join, pulse.alerts, pulse.loop_lag,
+                                   pulse.output_failures),
                         content_type="text/plain; version=0.0.4")
 
     static = resources.files("streams") / "static"

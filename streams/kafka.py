@@ -84,8 +84,13 @@ async def ensure_topics(settings: Settings) -> list[str]:
         existing = set(await admin.list_topics())
         missing = [t for t in wanted if t not in existing]
         if missing:
+            # an oversized input must reach the worker, to be dead-lettered with its reason;
+            # a forward of one event of such a size must fit too
+            roomy = {*topics.inputs.values(), *internal_topics(settings.app_id, 1)}
+            big = {"max.message.bytes": str(4 * settings.max_message_bytes)}
             response = await admin.create_topics([
-                NewTopic(t, wanted[t], settings.replication_factor) for t in missing
+                NewTopic(t, wanted[t], settings.replication_factor,
+                         topic_configs=big if t in roomy else {}) for t in missing
             ])
             for name, code, *_ in response.topic_errors:
                 if code not in (0, _TOPIC_ALREADY_EXISTS):

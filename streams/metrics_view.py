@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,7 +136,8 @@ class AlertsView:
 
 
 def prometheus(view: MetricsView, counters: dict[str, dict[str, int]],
-               join: dict[str, int], alerts: AlertsView, loop: LoopLag) -> str:
+               join: dict[str, int], alerts: AlertsView, loop: LoopLag,
+               failures: Mapping[tuple[str, str], int]) -> str:
     """Prometheus text exposition: one gauge family per metric, `factory_` names."""
     families: dict[str, list[str]] = {}
     for snapshot in view.latest():
@@ -161,6 +162,9 @@ def prometheus(view: MetricsView, counters: dict[str, dict[str, int]],
                             ("labels_unmatched", "labels whose prediction never arrived within "
                                                  "the label horizon"),
                             ("labels_waiting", "labels waiting for their prediction"),
+                            ("partials_past_retention", "window partials that reached the "
+                                                        "snapshot stage after it forgot the "
+                                                        "window"),
                             ("predictions_joinable", "predictions held for their label")):
         kind = "gauge" if name in ("labels_waiting", "predictions_joinable") else "counter"
         suffix = "_total" if kind == "counter" else ""
@@ -175,6 +179,11 @@ def prometheus(view: MetricsView, counters: dict[str, dict[str, int]],
               "# HELP factory_event_loop_stalls_total loop lags over a second",
               "# TYPE factory_event_loop_stalls_total counter",
               f"factory_event_loop_stalls_total {loop.stalls}"]
+    lines += ["# HELP factory_output_failures_total output records not delivered, by topic "
+              "and reason (too_large: over the message limit; error: refused otherwise)",
+              "# TYPE factory_output_failures_total counter"]
+    lines += [f'factory_output_failures_total{{topic="{_escape(topic)}",reason="{reason}"}} '
+              f'{count}' for (topic, reason), count in sorted(failures.items())]
     lines += ["# HELP factory_alerts_firing alerts firing now, by rule, model and severity",
               "# TYPE factory_alerts_firing gauge"]
     lines += [f'factory_alerts_firing{{rule="{_escape(a["rule"])}",model="{_escape(a["model"])}",'

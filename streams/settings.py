@@ -99,6 +99,10 @@ class Settings:
     flush_interval_s: float = 0.5
     max_batch: int = 200
     session_timeout_s: float = 30.0
+    # Kafka's default message limit: input messages over it are dead-lettered, outputs over
+    # it are not sent (counted and logged); input topics accept up to 4x so that an
+    # oversized message reaches the dead-letter topic instead of bouncing at its producer.
+    max_message_bytes: int = 1024 * 1024
     alerts: tuple[AlertRule, ...] = ()
     retrain_cooldown_s: float = 6 * 3600.0
     drift_reference_size: int = 2000
@@ -196,7 +200,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 _SECTIONS = {
     "kafka": {"bootstrap", "topic_prefix", "partitions", "replication_factor",
-              "session_timeout"},
+              "session_timeout", "max_message_bytes"},
     "worker": {"app_id", "store", "state_dir", "web_host", "web_port", "flush_interval",
                "max_batch", "idle"},
     "windows": {"sizes", "retention", "label_horizon", "grace", "max_future"},
@@ -236,6 +240,7 @@ _ENV_KEYS = {
     "FACTORY_GRACE": "windows.grace",
     "FACTORY_IDLE": "worker.idle",
     "FACTORY_SESSION_TIMEOUT": "kafka.session_timeout",
+    "FACTORY_MAX_MESSAGE_BYTES": "kafka.max_message_bytes",
 }
 
 
@@ -280,6 +285,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         flush_interval_s=get("worker.flush_interval", 0.5, parse_duration),
         max_batch=get("worker.max_batch", 200, lambda k, v: _int(k, v, 1, 1_000_000)),
         session_timeout_s=get("kafka.session_timeout", 30.0, parse_duration),
+        max_message_bytes=get("kafka.max_message_bytes", 1024 * 1024,
+                              lambda k, v: _int(k, v, 1024, 64 * 1024 * 1024)),
         alerts=_alert_rules(values.get("alerts"), sizes),
         retrain_cooldown_s=get("retraining.cooldown", 6 * 3600.0, parse_duration),
         drift_reference_size=get("drift.reference_size", 2000,

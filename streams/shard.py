@@ -14,7 +14,6 @@ are skipped for that slot: replays cannot double count, without Kafka transactio
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 import weakref
@@ -410,7 +409,8 @@ class ShardRuntime:
                 message = Message(src, msg.offset, doc["e"], doc["k"])
                 rejections: list[Rejection] = []
             else:
-                valid, rejections = decode_message(event.value, validate)
+                valid, rejections = decode_message(event.value, validate,
+                                                   self.settings.max_message_bytes)
                 valid, late = self._screen_future(valid)
                 rejections.extend(late)
                 message = Message(src, msg.offset, valid, src)
@@ -428,7 +428,7 @@ class ShardRuntime:
         for rejection, topic, partition, offset, key in rejected:
             sent += await deadletter.publish(self.deadletters, [rejection], topic, partition,
                                              offset, key)
-        await asyncio.gather(*sent)  # dead letters are out before the offsets are recorded
+        await deadletter.delivered(sent)  # out before the offsets are recorded
         last_event = {event.message.partition: event for event in events}
         for partition, messages in by_partition.items():
             high: dict[str, int] = {}

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import RecordMetadata
 
 from streams.kafka import ensure_topics
@@ -120,6 +121,11 @@ class Worker:
         with urllib.request.urlopen(url, timeout=5) as resp:
             return orjson.loads(resp.read())
 
+    def get_text(self, path: str) -> str:
+        url = f"http://127.0.0.1:{self.env.web_port}{path}"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return str(resp.read().decode())
+
     def log_tail(self, lines: int = 40) -> str:
         text = self.log_path.read_text(errors="replace").splitlines()
         return "\n".join(text[-lines:])
@@ -151,7 +157,9 @@ def wait_for(predicate: Any, timeout_s: float = 30.0, what: str = "condition") -
 
 async def _produce(bootstrap: str, records: Iterable[tuple[str, int | None, bytes | None]],
                    ) -> list[RecordMetadata]:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    # room for the oversized messages the fault tests send on purpose
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
+                                max_request_size=8 * 1024 * 1024)
     await producer.start()
     try:
         futures = [await producer.send(topic, value, partition=partition)
@@ -192,3 +200,28 @@ async def _read_all(bootstrap: str, topic: str) -> list[Any]:
 def read_all(bootstrap: str, topic: str) -> list[Any]:
     """Every record currently in `topic`, all partitions, from the beginning to the end."""
     return asyncio.run(_read_all(bootstrap, topic))
+
+
+async def _lag(bootstrap: str, group: str, topics: list[str], partitions: int,
+               ) -> dict[str, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await admin.start()
+    await consumer.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+        parts = [TopicPartition(t, p) for t in topics for p in range(partitions)]
+        ends = await consumer.end_offsets(parts)
+        lag: dict[str, int] = {}
+        for tp, end in ends.items():
+            meta = committed.get(tp)
+            lag[tp.topic] = lag.get(tp.topic, 0) + end - (meta.offset if meta else 0)
+        return lag
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+def consumer_lag(env: Env, topics: list[str]) -> dict[str, int]:
+    """Messages per topic not yet committed by the env's app (Faust commits as its id)."""
+    return asyncio.run(_lag(env.bootstrap, env.name, topics, env.partitions))

@@ -102,8 +102,17 @@ class ValueSketch:
         return out
 
 
+MAX_FEATURES = 64
+
+
 class Features:
-    """Sketches of each numeric feature of the model's predictions in one window."""
+    """Sketches of each numeric feature of the model's predictions in one window.
+
+    At most MAX_FEATURES per window (the alphabetically first): feature names come from
+    producers, and a window's state (a table value, a partial message) must stay bounded
+    whatever they send. Keeping the first names is the same whichever shard saw what, so
+    merging stays exact for the features kept.
+    """
 
     __slots__ = ("sketches",)
 
@@ -113,6 +122,7 @@ class Features:
     def update(self, columns: dict[str, FloatArray]) -> None:
         for name, values in columns.items():
             self.sketches.setdefault(name, ValueSketch()).update(values)
+        self._cap()
 
     def merge(self, other: Self) -> Self:
         out = type(self)()
@@ -120,7 +130,13 @@ class Features:
             mine, theirs = self.sketches.get(name), other.sketches.get(name)
             out.sketches[name] = (mine.merge(theirs) if mine and theirs else
                                   mine or theirs or ValueSketch())
+        out._cap()
         return out
+
+    def _cap(self) -> None:
+        if len(self.sketches) > MAX_FEATURES:
+            for name in sorted(self.sketches)[MAX_FEATURES:]:
+                del self.sketches[name]
 
     def to_state(self) -> dict[str, Any]:
         return {name: sketch.to_state() for name, sketch in sorted(self.sketches.items())}

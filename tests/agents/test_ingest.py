@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from tests.events import INVALID_FIELDS, REQUIRED, VALID, with_field, without
-from tests.harness import Env, Worker, produce, read_all, wait_for
+from tests.harness import Env, Worker, consumer_lag, produce, read_all, wait_for
 
 
 def _corpus(env: Env) -> tuple[list[tuple[str, int, bytes]], list[dict[str, Any]], Counter[str]]:
@@ -40,6 +40,11 @@ def _corpus(env: Env) -> tuple[list[tuple[str, int, bytes]], list[dict[str, Any]
         # one batch mixing good events with a bad one and a non-object
         add(base, orjson.dumps([event, without(base, "ts"), event, "x"]),
             [(1, "ts: required"), (3, "must be a JSON object")], 2)
+    # 2.2 MB of valid predictions in one message: over the 1 MiB limit, dead-lettered whole
+    add("predictions", orjson.dumps([VALID["predictions"]] * 12_000),
+        [(None, "over the limit")], 0)
+    # a label whose prediction never comes is accepted and waits (counted), not dead-lettered
+    add("labels", orjson.dumps(dict(VALID["labels"], event_id="never-predicted")), [], 1)
     future = time.time() + 86400
     for base, event in VALID.items():  # a clock a day ahead would close every window early
         add(base, orjson.dumps([event, dict(event, ts=future)]), [(None, "in the future")], 1)
@@ -82,8 +87,19 @@ def test_invalid_events_of_every_kind_go_to_deadletter_and_valid_ones_are_accept
     for topic, count in accepted.items():
         assert totals[topic]["accepted"] == count, topic
     assert sum(t["rejected"] for t in totals.values()) == len(expected)
+    big = next(d for d in letters if "over the limit" in d["reason"])
+    assert big["truncated"] is True
+    assert len(big["value"]) == 512 * 1024
+    wait_for(lambda: "\nfactory_labels_waiting 1\n" in worker.get_text("/metrics"),
+             what="the label of an unknown prediction waiting")
+    inputs = sorted({topic for topic, _, _ in messages})
+    lag = wait_for(lambda: (lag := consumer_lag(env, inputs))
+                   and not any(lag.values()) and lag, timeout_s=30, what="lag back to zero")
+    print(f"every message had a null key; committed lag after: {lag}")
     assert worker.alive()
-    assert "Traceback" not in worker.log_path.read_text()
+    log = worker.log_path.read_text()
+    assert "Traceback" not in log
+    assert "never retrieved" not in log
 
 
 def test_counts_survive_a_restart_without_double_counting(env: Env, worker: Worker) -> None:

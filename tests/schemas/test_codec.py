@@ -45,3 +45,13 @@ def test_whole_message_rejections() -> None:
 
 def test_empty_batch_is_no_events_and_no_rejection() -> None:
     assert decode_message(b"[]", VALIDATE) == ([], [])
+
+
+def test_a_message_over_the_limit_is_rejected_whole_before_parsing() -> None:
+    batch = orjson.dumps([VALID["predictions"]] * 50)
+    events, rejected = decode_message(batch, VALIDATE, max_bytes=len(batch) - 1)
+    assert events == []
+    assert [(r.batch_index, r.raw) for r in rejected] == [(None, batch)]
+    assert f"{len(batch):,} bytes" in rejected[0].reason
+    assert "kafka.max_message_bytes" in rejected[0].reason
+    assert len(decode_message(batch, VALIDATE, max_bytes=len(batch))[0]) == 50

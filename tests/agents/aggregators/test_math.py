@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import f1_score, precision_score, recall_score
 
+from agents.aggregators.drift import MAX_FEATURES, Features
 from agents.aggregators.quality import Quality
 from agents.aggregators.sketch import LinearHistogram, LogSketch
 from agents.aggregators.throughput import Throughput
@@ -112,3 +113,16 @@ def test_throughput_is_records_over_busy_seconds() -> None:
     assert got["records_per_s"] == pytest.approx(100.0)
     assert got["bytes_per_s"] == pytest.approx(250.0)
     assert got["pipeline_error_rate"] == 0.5
+
+
+def test_feature_sketches_are_capped_the_same_whichever_shard_saw_which_name() -> None:
+    names = [f"f{i:03d}" for i in range(3 * MAX_FEATURES)]
+    left, right, whole = Features(), Features(), Features()
+    rng = np.random.default_rng(3)
+    for i, name in enumerate(names):
+        values = rng.normal(size=20)
+        (left if i % 2 else right).update({name: values})
+        whole.update({name: values})
+    merged = left.merge(right)
+    assert sorted(merged.sketches) == names[:MAX_FEATURES] == sorted(whole.sketches)
+    assert merged.to_state() == whole.to_state()
