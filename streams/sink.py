@@ -38,8 +38,11 @@ class OutputSink:
             self._failed("too_large", f"{len(value):,} bytes over kafka.max_message_bytes "
                                       f"({self.max_bytes:,})", key)
             return None
-        future: asyncio.Future[Any] = await self.topic.send(key=key, value=value)
+        # Faust's `send` hands back the producer's future, while the refusal also lands on
+        # its own message future, which nobody would read: keep and watch that one instead.
+        future: asyncio.Future[Any] = self.topic.as_future_message(key=key, value=value)
         future.add_done_callback(lambda f: self._delivered(f, key, len(value)))
+        await self.topic.publish_message(future, wait=False)
         return future
 
     def _delivered(self, future: asyncio.Future[Any], key: bytes | None, size: int) -> None:
