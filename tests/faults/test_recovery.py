@@ -3,6 +3,7 @@ restarts. Each prints what it injected and what it found."""
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import signal
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from tests.harness import CLI, Env, Worker, configured_worker, produce, read_all, wait_for
 
@@ -134,8 +136,9 @@ def test_deleted_local_state_is_rebuilt_from_the_changelog(
     _wait_exact(env, predictions, correct)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_a_broker_restart_mid_stream_loses_nothing(
-    env: Env, tmp_path: Path, worker_factory: list[Worker],
+    env: Env, tmp_path: Path, worker_factory: list[Worker], sig: signal.Signals,
 ) -> None:
     worker = configured_worker(env, tmp_path, worker_factory, CONFIG)
     start = (time.time() // 86400 - 1) * 86400
@@ -147,11 +150,16 @@ def test_a_broker_restart_mid_stream_loses_nothing(
         _send(env, chunk, rng)
     broker = [*CLI, "broker", "--state-dir", str(state), "--port", port]
     began = time.monotonic()
-    subprocess.run([*broker[:4], "stop", *broker[4:]], check=True, capture_output=True)
+    if sig == signal.SIGTERM:
+        subprocess.run([*broker[:4], "stop", *broker[4:]], check=True, capture_output=True)
+    else:
+        pid = int((state / "kafka" / "broker.pid").read_text().split()[0])
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not Path(f"/proc/{pid}").exists(), what="the broker to die")
     time.sleep(2)
     subprocess.run([*broker[:4], "start", *broker[4:]], check=True, capture_output=True)
-    print(f"\nbroker stopped (SIGTERM) and started again in {time.monotonic() - began:.1f}s "
-          "mid-stream")
+    print(f"\nbroker stopped ({sig.name}) and started again in "
+          f"{time.monotonic() - began:.1f}s mid-stream")
     for chunk in chunks[len(chunks) // 2:]:
         _send(env, chunk, rng)
     _wait_exact(env, predictions, correct)
