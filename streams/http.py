@@ -78,7 +78,10 @@ def register(pulse: Pulse) -> None:
                 "labels_unmatched": sum(j.unmatched_expired for j in joins),
                 "labels_waiting": sum(len(j.orphans) for j in joins),
                 "predictions_joinable": sum(len(j.index) for j in joins),
-                "partials_past_retention": pulse.snapshots.ignored_partials}
+                "partials_past_retention": pulse.snapshots.ignored_partials,
+                "window_slots": sum(len(shard.stored) for runtime in pulse.runtimes.values()
+                                    for shard in runtime.shards.values()),
+                "snapshot_windows": len(pulse.snapshots.entries)}
         return web.text(prometheus(pulse.view, ingest(), join, pulse.alerts, pulse.loop_lag,
                                    pulse.output_failures),
                         content_type="text/plain; version=0.0.4")

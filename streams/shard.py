@@ -14,6 +14,7 @@ are skipped for that slot: replays cannot double count, without Kafka transactio
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 import weakref
@@ -106,6 +107,8 @@ class Shard:
     # Faust looks a key up in the store of the *current event's* partition, which in a
     # batched flush can be another shard's, and would answer "absent" for a slot that exists.
     stored: dict[str, Any] = field(default_factory=dict)
+    # (window end, key) of every stored slot, soonest first: expiry finds the cold ones too
+    ends: list[tuple[float, str]] = field(default_factory=list)
     ingest: dict[str, IngestProgress] = field(default_factory=dict)
     # what the last completed flush made durable (dead letters included): what the API shows
     ingest_durable: dict[str, IngestProgress] = field(default_factory=dict)
@@ -146,6 +149,20 @@ class Shard:
             slot = Slot(WindowState.from_state(stored["s"]), dict(stored["o"]), end)
         self.slots[local] = slot
         return slot
+
+    def store(self, local: str, value: Any, end: float) -> None:
+        """Keep a slot's written value (and know when it expires)."""
+        if local not in self.stored:
+            heapq.heappush(self.ends, (end, local))
+        self.stored[local] = value
+
+    def expire(self) -> None:
+        """Delete every slot that ended before `expired_before`, hot or cold."""
+        while self.ends and self.ends[0][0] < self.expired_before:
+            _, local = heapq.heappop(self.ends)
+            if self.stored.pop(local, None) is not None:
+                self.delete(local)
+            self.slots.pop(local, None)
 
     def put(self, local: str, value: Any, phase: int) -> None:
         self.pending_writes[phase][local] = value
@@ -345,7 +362,8 @@ class ShardRuntime:
                     shard.ingest_durable[local[7:]] = shard.ingest[local[7:]]
                 elif local.startswith("w|"):
                     shard.watermark = max(shard.watermark, value.get("wm", -math.inf))
-                    shard.stored[local] = value
+                    _, size, start = parse_window_key(local)
+                    shard.store(local, value, start + size)
             shard.durable_watermark = shard.watermark
             shard.expired_before = shard.watermark - self.settings.retention_s
             self.logic.load(shard, items)
@@ -461,7 +479,7 @@ class ShardRuntime:
                 value = {"s": slot.state.to_state(), "o": dict(slot.offsets),
                          "wm": shard.watermark}
                 shard.put(local, value, 0)
-                shard.stored[local] = value
+                shard.store(local, value, slot.end)
         for topic, progress in shard.ingest.items():
             shard.put(f"ingest|{topic}", progress.to_state(), 2)
         max_size = self.settings.window_sizes[-1]
@@ -475,12 +493,9 @@ class ShardRuntime:
                     "s": slot.state.to_state(),
                 }))
                 slot.dirty = False
-            if slot.end < shard.expired_before:
-                shard.delete(local)
-                shard.stored.pop(local, None)
-                del shard.slots[local]
-            elif slot.end < shard.watermark - self.settings.grace_s - max_size:
+            if slot.end < shard.watermark - self.settings.grace_s - max_size:
                 del shard.slots[local]  # cold: reloaded from the table if touched again
+        shard.expire()  # after the partials: an expiring window's last change is sent
         with acting_as(event):
             for local in shard.pending_deletes:
                 self.table.pop(shard.key(local), None)
