@@ -20,7 +20,7 @@ SECRET = "pulse-s3cret-do-not-log"  # noqa: S105 (a test credential)
 @pytest.fixture
 def scram_broker(kafka: str, tmp_path: Path) -> Iterator[str]:
     # depends on `kafka` only so that the jars are resolved once, by the session broker
-    broker = LocalBroker(tmp_path / "scram", port=free_port(), heap="384m",
+    broker = LocalBroker(tmp_path / "scram", port=free_port(span=2), heap="384m",
                          security=BrokerSecurity({"admin": "admin-secret", "pulse": SECRET}))
     status, _ = broker.start()
     try:
