@@ -235,3 +235,13 @@ async def _lag(bootstrap: str, group: str, topics: list[str], partitions: int,
 def consumer_lag(env: Env, topics: list[str]) -> dict[str, int]:
     """Messages per topic not yet committed by the env's app (Faust commits as its id)."""
     return asyncio.run(_lag(env.bootstrap, env.name, topics, env.partitions))
+
+
+def snapshots_by_window(env: Env, model: str) -> dict[float, list[dict[str, Any]]]:
+    """Every published snapshot of `model`, every revision, by window start."""
+    out: dict[float, list[dict[str, Any]]] = {}
+    for record in read_all(env.bootstrap, env.topic("metrics")):
+        snap = orjson.loads(record.value)
+        if snap.get("model") == model:
+            out.setdefault(snap["window_start"], []).append(snap)
+    return out

@@ -15,19 +15,10 @@ import orjson
 import pytest
 
 from streams.topics import route
-from tests.harness import Env, Worker, produce, read_all, wait_for
+from tests.harness import Env, Worker, produce, read_all, snapshots_by_window, wait_for
 
 CONFIG = ('[windows]\nsizes = ["60s"]\ngrace = "1s"\nretention = "1h"\n'
           '[worker]\nidle = "2s"\n')
-
-
-def _snapshots(env: Env) -> dict[float, list[dict[str, Any]]]:
-    out: dict[float, list[dict[str, Any]]] = {}
-    for record in read_all(env.bootstrap, env.topic("metrics")):
-        snap = orjson.loads(record.value)
-        if snap.get("model") == "m":
-            out.setdefault(snap["window_start"], []).append(snap)
-    return out
 
 
 @pytest.mark.parametrize("routed", [True, False], ids=["routed", "unrouted"])
@@ -61,13 +52,13 @@ def test_a_backlog_of_two_hours_closes_every_window_whole(
     worker_factory.append(worker.start())
 
     def all_closed() -> dict[float, list[dict[str, Any]]] | None:
-        got = _snapshots(env)
+        got = snapshots_by_window(env, "m")
         return got if set(want) <= set(got) else None
 
     try:
         got = wait_for(all_closed, timeout_s=120, what="all 120 windows")
     finally:
-        seen = _snapshots(env)
+        seen = snapshots_by_window(env, "m")
         print(f"\n{len(events):,} predictions + {len(labels):,} labels over 2 h of event time "
               f"({'routed' if routed else 'any partition'}) waiting before the worker "
               f"started; windows published: {len(seen)}/{len(want)} after "

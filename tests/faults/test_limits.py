@@ -55,9 +55,9 @@ def test_snapshots_refused_by_the_broker_are_counted_and_the_worker_goes_on(
                        what="the dead letter sent after the refusals")
     refused = _refused(worker, metrics)
     log = worker.log_path.read_text()
-    print(f"\nmetrics topic limited to 200 bytes: snapshots refused and counted: {refused} "
-          f"; published: "
-          f"{len(read_all(env.bootstrap, metrics))}; dead letters after: {len(letters)}")
+    print(f"\nmetrics topic limited to 200 bytes: snapshots refused and counted: {refused}; "
+          f"published: {len(read_all(env.bootstrap, metrics))}; dead letters after: "
+          f"{len(letters)}")
     assert len(letters) == 1
     assert read_all(env.bootstrap, metrics) == []
     assert "output to " + metrics + " not delivered" in log

@@ -17,7 +17,16 @@ import orjson
 import pytest
 
 from streams.topics import route
-from tests.harness import CLI, Env, Worker, configured_worker, produce, read_all, wait_for
+from tests.harness import (
+    CLI,
+    Env,
+    Worker,
+    configured_worker,
+    produce,
+    read_all,
+    snapshots_by_window,
+    wait_for,
+)
 
 CONFIG = '[windows]\nsizes = ["60s"]\ngrace = "1s"\n[worker]\nidle = "2s"\n'
 
@@ -216,26 +225,18 @@ def test_shuffled_and_late_events_on_time_windows_exact_late_ones_corrected(
         produce(env.bootstrap, [(env.topic("predictions"), p, orjson.dumps(chunk[p::2]))
                                 for p in range(2)])
 
-    def final() -> dict[float, list[dict[str, Any]]]:
-        out: dict[float, list[dict[str, Any]]] = {}
-        for record in read_all(env.bootstrap, env.topic("metrics")):
-            snap = orjson.loads(record.value)
-            if snap.get("model") == "m":
-                out.setdefault(snap["window_start"], []).append(snap)
-        return out
-
     for chunk in chunks:
         send(chunk)
     want = Counter((e["ts"] // 60) * 60 for e in events)
     late_windows = {(events[i]["ts"] // 60) * 60 for i in late}
-    wait_for(lambda: len({w for w in final() if w in late_windows}) == len(late_windows),
-             timeout_s=60, what="the early windows to close")
+    wait_for(lambda: late_windows <= set(snapshots_by_window(env, "m")), timeout_s=60,
+             what="the early windows to close")
     expired = [{"event_id": f"old{i}", "ts": start - 7200 + i, "model": "m", "version": "1"}
                for i in range(7)]
     send([events[i] for i in sorted(late)] + expired)  # ten minutes of event time late
 
     def settled() -> dict[float, list[dict[str, Any]]] | None:
-        got = final()
+        got = snapshots_by_window(env, "m")
         newest = {w: max(s, key=lambda x: x["revision"]) for w, s in got.items()}
         done = all(newest.get(w, {}).get("predictions") == n for w, n in want.items())
         return got if done else None
