@@ -40,7 +40,7 @@ def _corpus(env: Env) -> tuple[list[tuple[str, int, bytes]], list[dict[str, Any]
         # one batch mixing good events with a bad one and a non-object
         add(base, orjson.dumps([event, without(base, "ts"), event, "x"]),
             [(1, "ts: required"), (3, "must be a JSON object")], 2)
-    # 2.2 MB of valid predictions in one message: over the 1 MiB limit, dead-lettered whole
+    # 2.6 MB of valid predictions in one message: over the 1 MiB limit, dead-lettered whole
     add("predictions", orjson.dumps([VALID["predictions"]] * 12_000),
         [(None, "over the limit")], 0)
     # a label whose prediction never comes is accepted and waits (counted), not dead-lettered
