@@ -157,13 +157,13 @@ class PredictionLogic:
                     continue
             for event in message.events:
                 eid = event["event_id"]
+                ts = event["ts"]
+                if ts < oldest:  # before forwarding too: forwards respect the announced floor
+                    rejected.append((retention_rejection(event, self.settings), message))
+                    continue
                 if local and route(eid, n_parts) != shard.partition:
                     target = self.forwards.setdefault(route(eid, n_parts), {})
                     target.setdefault(message.kind, []).append(event)
-                    continue
-                ts = event["ts"]
-                if ts < oldest:
-                    rejected.append((retention_rejection(event, self.settings), message))
                     continue
                 if ts > newest.get(message.src, -math.inf):
                     newest[message.src] = ts

@@ -14,6 +14,7 @@ are skipped for that slot: replays cannot double count, without Kafka transactio
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import math
 import time
@@ -122,6 +123,11 @@ class Shard:
     # Events before this are past retention (dead-lettered), and windows ending before it
     # were deleted: never recreate one empty. Moves at flushes, never back.
     expired_before: float = -math.inf
+    # What the other shards announced (sender partition -> [retention floor, complete
+    # until], None when the sender is idle): what they forward is never older than their
+    # floor, and everything they forwarded from before their "complete until" is here.
+    floors: dict[int, list[float] | None] = field(default_factory=dict)
+    floors_changed: bool = False
     last_event_wall: float = 0.0
     extra: Any = None
     # Written in this order at each flush: slots, then join chunks, then ingest progress. A
@@ -348,6 +354,9 @@ class ShardRuntime:
         self.deadletters = deadletters
         self.byid = byid
         self.shards: dict[int, Shard] = {}
+        # Only a family fed through `byid` receives forwards, so only it needs the floors.
+        self.forwarding = "byid" in logic.sources.values()
+        self.announced: dict[int, list[float] | None] = {}
 
     def shard(self, partition: int) -> Shard:
         shard = self.shards.get(partition)
@@ -360,6 +369,8 @@ class ShardRuntime:
                 if local.startswith("ingest|"):
                     shard.ingest[local[7:]] = IngestProgress.from_state(value)
                     shard.ingest_durable[local[7:]] = shard.ingest[local[7:]]
+                elif local == "floors":
+                    shard.floors = {int(k): v for k, v in value.items()}
                 elif local.startswith("w|"):
                     shard.watermark = max(shard.watermark, value.get("wm", -math.inf))
                     _, size, start = parse_window_key(local)
@@ -390,6 +401,7 @@ class ShardRuntime:
         """Drop in-memory state of revoked partitions; the table keeps it for the next owner."""
         for partition in partitions:
             self.shards.pop(partition, None)
+            self.announced.pop(partition, None)
 
     async def run(self, stream: Any) -> None:
         """The agent body: batches of unacknowledged events, each flushed then acknowledged.
@@ -426,6 +438,10 @@ class ShardRuntime:
                 doc = orjson.loads(event.value)
                 message = Message(src, msg.offset, doc["e"], doc["k"])
                 rejections: list[Rejection] = []
+                if doc["k"] == "floors":
+                    shard.floors.update((int(k), v) for k, v in doc["f"].items()
+                                        if int(k) != msg.partition)
+                    shard.floors_changed = True
             else:
                 valid, rejections = decode_message(event.value, validate,
                                                    self.settings.max_message_bytes)
@@ -456,7 +472,7 @@ class ShardRuntime:
         await self.app.producer.flush()
         for shard in shards.values():
             shard.ingest_durable = dict(shard.ingest)
-            shard.durable_watermark = shard.complete_until()
+            shard.durable_watermark = self._complete_until(shard)
         for event in events:
             event.ack()
 
@@ -483,8 +499,11 @@ class ShardRuntime:
         for topic, progress in shard.ingest.items():
             shard.put(f"ingest|{topic}", progress.to_state(), 2)
         max_size = self.settings.window_sizes[-1]
-        shard.expired_before = max(shard.expired_before,
-                                   shard.complete_until() - self.settings.retention_s)
+        shard.expired_before = max(shard.expired_before, min(
+            self._complete_until(shard) - self.settings.retention_s, self._sender_cap(shard, 0)))
+        if shard.floors_changed:
+            shard.put("floors", {str(k): v for k, v in shard.floors.items()}, 2)
+            shard.floors_changed = False
         for local in list(shard.slots):
             slot = shard.slots[local]
             if slot.dirty:
@@ -504,6 +523,54 @@ class ShardRuntime:
                     self.table[shard.key(local)] = value
                 writes.clear()
         shard.pending_deletes.clear()
+
+    def _sender_cap(self, shard: Shard, index: int) -> float:
+        """The lowest retention floor (index 0) or "complete until" (1) of the other shards.
+
+        Another shard may still forward events as old as its floor, and has forwarded all it
+        read up to its "complete until". Until every other partition has announced, nothing
+        moves: a backlog read at start would otherwise run past what is yet to be forwarded.
+        """
+        if not self.forwarding:
+            return math.inf
+        cap = math.inf
+        for sender in range(self.settings.partitions):
+            if sender == shard.partition:
+                continue
+            if sender not in shard.floors:
+                return -math.inf
+            announced = shard.floors[sender]
+            if announced is not None:
+                cap = min(cap, announced[index])
+        return cap
+
+    def _complete_until(self, shard: Shard) -> float:
+        """Event time up to which the shard has applied its own sources and its forwards."""
+        return min(shard.complete_until(), self._sender_cap(shard, 1))
+
+    async def _announce(self, idle: dict[int, bool]) -> None:
+        """Tell every shard how far this worker's shards are, when that changed.
+
+        A busy shard forwards nothing older than its `expired_before`, and has forwarded what
+        it read up to its durable watermark; an idle one holds nobody back (None). Sent after
+        the forwards it covers, on the same partitions, so a receiver applies those first;
+        sent only on change, so that idle partitions go quiet.
+        """
+        floors: dict[int, list[float] | None] = {}
+        for partition, quiet in idle.items():
+            shard = self.shards.get(partition)
+            floor, until = ((-math.inf, -math.inf) if shard is None else
+                            (shard.expired_before, shard.durable_watermark))
+            # JSON has no -inf
+            floors[partition] = None if quiet else [max(floor, -1e308), max(until, -1e308)]
+        if all(p in self.announced and self.announced[p] == f for p, f in floors.items()):
+            return
+        value = orjson.dumps({"k": "floors", "e": [],
+                              "f": {str(p): f for p, f in floors.items()}})
+        sent = [await self.byid.send(value=value, partition=p)
+                for p in range(self.settings.partitions)]
+        await asyncio.gather(*sent)
+        self.announced.update(floors)
 
     async def heartbeat(self) -> None:
         """Tell the snapshot stage how far each assigned shard has got in event time.
@@ -532,10 +599,14 @@ class ShardRuntime:
             waiting = 1 if end is None else max(0, end - done)
             backlog[tp.partition] = backlog.get(tp.partition, 0) + waiting
         report = {}
+        idle: dict[int, bool] = {}
         for partition, waiting in backlog.items():
             shard = self.shards.get(partition)
             quiet = shard is None or now - shard.last_event_wall > self.settings.idle_s
             wm = None if shard is None or shard.durable_watermark == -math.inf else (
                 shard.durable_watermark)
-            report[f"{self.logic.family}:{partition}"] = [wm, quiet and waiting == 0]
+            idle[partition] = quiet and waiting == 0
+            report[f"{self.logic.family}:{partition}"] = [wm, idle[partition]]
         await self.partials.send(value=orjson.dumps({"t": "h", "shards": report}))
+        if self.forwarding:
+            await self._announce(idle)
