@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import logging
 import math
 import time
 import weakref
@@ -34,6 +35,8 @@ from schemas.codec import VALIDATORS, Rejection, decode_message
 from schemas.fields import JSON, Validator
 from streams import deadletter
 from streams.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -567,10 +570,19 @@ class ShardRuntime:
             return
         value = orjson.dumps({"k": "floors", "e": [],
                               "f": {str(p): f for p, f in floors.items()}})
-        sent = [await self.byid.send(value=value, partition=p)
-                for p in range(self.settings.partitions)]
-        await asyncio.gather(*sent)
         self.announced.update(floors)
+        for partition in range(self.settings.partitions):
+            # Not awaited (a heartbeat must not wait out a broker outage): the partition
+            # keeps the order, and a failed send makes the next heartbeat announce again.
+            message = self.byid.as_future_message(value=value, partition=partition)
+            message.add_done_callback(self._announce_failed)
+            await self.byid.publish_message(message, wait=False)
+
+    def _announce_failed(self, message: asyncio.Future[Any]) -> None:
+        if not message.cancelled() and message.exception() is not None:
+            log.warning("announcing to %s failed (%s); announcing again",
+                        self.byid.get_topic_name(), message.exception())
+            self.announced.clear()
 
     async def heartbeat(self) -> None:
         """Tell the snapshot stage how far each assigned shard has got in event time.
