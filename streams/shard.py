@@ -131,7 +131,6 @@ class Shard:
     # floor, and everything they forwarded from before their "complete until" is here.
     floors: dict[int, list[float] | None] = field(default_factory=dict)
     floors_changed: bool = False
-    last_event_wall: float = 0.0
     extra: Any = None
     # Written in this order at each flush: slots, then join chunks, then ingest progress. A
     # crash part-way leaves a prefix on the changelog, and every prefix replays correctly.
@@ -210,7 +209,11 @@ class Shard:
             before = self.source_clocks.get(src, (-math.inf, now))[0]
             self.source_clocks[src] = (max(before, ts), now)
         self.watermark = max(self.watermark, *newest.values())
-        self.last_event_wall = now
+
+    @property
+    def last_event_wall(self) -> float:
+        """When (monotonic) any source last had an event; 0 before the first."""
+        return max((wall for _, wall in self.source_clocks.values()), default=0.0)
 
     def complete_until(self) -> float:
         """Event time up to which every source still sending has been applied.
