@@ -64,3 +64,32 @@ def test_snapshots_refused_by_the_broker_are_counted_and_the_worker_goes_on(
     assert "never retrieved" not in log
     assert "Traceback" not in log
     assert worker.alive()
+
+
+def test_a_snapshot_over_the_message_limit_is_never_sent_and_is_counted(
+    env: Env, tmp_path: Path, worker_factory: list[Worker],
+) -> None:
+    env.extra["FACTORY_MAX_MESSAGE_BYTES"] = "1024"
+    worker = configured_worker(env, tmp_path, worker_factory,
+                               CONFIG + "[drift]\nreference_size = 10\n")
+    start = (time.time() // 3600 - 1) * 3600
+    # 64 features, 8 per event (each message stays under 1 KiB): the second window's snapshot
+    # carries a drift score per feature, and grows past the limit
+    events = [{"event_id": f"w{i}", "ts": start + i * 3, "model": "wide", "version": "1",
+               "features": {f"f{(i % 8) * 8 + j:02d}": float(i % 5 + j) for j in range(8)}}
+              for i in range(40)]
+    for i in range(0, len(events), 4):  # one at a time: the topic takes 4 KiB batches
+        produce(env.bootstrap, [(env.topic("predictions"), 0, orjson.dumps(events[i:i + 4]))])
+    metrics = env.topic("metrics")
+    wait_for(lambda: _refused(worker, metrics) >= 1, timeout_s=60,
+             what="the oversized snapshot to be counted")
+    published = [orjson.loads(r.value) for r in read_all(env.bootstrap, metrics)]
+    wide = [s["window_start"] for s in published if s["model"] == "wide"]
+    log = worker.log_path.read_text()
+    print(f"\nkafka.max_message_bytes 1024: snapshots refused before sending: "
+          f"{_refused(worker, metrics)}; wide-model windows published: {len(wide)} of 2")
+    assert wide == [start]  # the first (the drift reference) fits; the second never left
+    assert read_all(env.bootstrap, env.topic("deadletter")) == []
+    assert "over kafka.max_message_bytes (1,024)" in log
+    assert "never retrieved" not in log
+    assert worker.alive()
