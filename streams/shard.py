@@ -445,8 +445,7 @@ class ShardRuntime:
                 message = Message(src, msg.offset, doc["e"], doc["k"])
                 rejections: list[Rejection] = []
                 if doc["k"] == "floors":
-                    shard.floors.update((int(k), v) for k, v in doc["f"].items()
-                                        if int(k) != msg.partition)
+                    shard.floors.update((int(k), v) for k, v in doc["f"].items())
                     shard.floors_changed = True
             else:
                 valid, rejections = decode_message(event.value, validate,
