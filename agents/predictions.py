@@ -158,12 +158,16 @@ class PredictionLogic:
             for event in message.events:
                 eid = event["event_id"]
                 ts = event["ts"]
-                if ts < oldest:  # before forwarding too: forwards respect the announced floor
-                    rejected.append((retention_rejection(event, self.settings), message))
-                    continue
                 if local and route(eid, n_parts) != shard.partition:
+                    # never forward below the floor this shard announces
+                    if ts < shard.forward_floor:
+                        rejected.append((retention_rejection(event, self.settings), message))
+                        continue
                     target = self.forwards.setdefault(route(eid, n_parts), {})
                     target.setdefault(message.kind, []).append(event)
+                    continue
+                if ts < oldest:
+                    rejected.append((retention_rejection(event, self.settings), message))
                     continue
                 if ts > newest.get(message.src, -math.inf):
                     newest[message.src] = ts

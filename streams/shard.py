@@ -38,6 +38,9 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# The source name of events another shard forwarded through `<app>-byid`.
+FORWARDED = "byid"
+
 
 @dataclass(frozen=True, slots=True)
 class IngestProgress:
@@ -126,9 +129,16 @@ class Shard:
     # Events before this are past retention (dead-lettered), and windows ending before it
     # were deleted: never recreate one empty. Moves at flushes, never back.
     expired_before: float = -math.inf
-    # What the other shards announced (sender partition -> [retention floor, complete
-    # until], None when the sender is idle): what they forward is never older than their
-    # floor, and everything they forwarded from before their "complete until" is here.
+    # Events of this shard's own sources bound for another shard are dead-lettered before
+    # this (its own sources' completeness minus the retention), and this is what it
+    # announces as its floor. It depends on nothing the others announce: no shard can wait
+    # on another that waits on it. Moves at flushes, never back.
+    forward_floor: float = -math.inf
+    # Own sources' completeness as of the last flush: all they held up to here is forwarded.
+    durable_own: float = -math.inf
+    # What the other shards announced (sender partition -> [forward floor, own sources
+    # complete until], None when the sender's own sources are quiet): what they forward is
+    # never older than their floor, and all they forwarded from before the second is here.
     floors: dict[int, list[float] | None] = field(default_factory=dict)
     floors_changed: bool = False
     extra: Any = None
@@ -215,17 +225,26 @@ class Shard:
         """When (monotonic) any source last had an event; 0 before the first."""
         return max((wall for _, wall in self.source_clocks.values()), default=0.0)
 
-    def complete_until(self) -> float:
+    def complete_until(self, own: bool = False) -> float:
         """Event time up to which every source still sending has been applied.
 
         Sources are read at their own pace (labels run ahead of predictions in a backlog, a
         forwarded stream lags), so the shard is only as far as its slowest active source;
-        one silent for `worker.idle` does not hold it back.
+        one silent for `worker.idle` does not hold it back. `own`: the shard's own input
+        topics only, without what other shards forwarded to it.
         """
         now = time.monotonic()
-        active = [ts for ts, wall in self.source_clocks.values()
-                  if now - wall <= self.settings.idle_s]
-        return min(active) if active else self.watermark
+        clocks = [clock for src, clock in self.source_clocks.items()
+                  if not own or src != FORWARDED]
+        active = [ts for ts, wall in clocks if now - wall <= self.settings.idle_s]
+        if active:
+            return min(active)
+        return max((ts for ts, _ in clocks), default=-math.inf) if own else self.watermark
+
+    def own_quiet(self, now: float) -> bool:
+        """No event from the shard's own input topics for `worker.idle` (or ever)."""
+        walls = [wall for src, (_, wall) in self.source_clocks.items() if src != FORWARDED]
+        return not walls or now - max(walls) > self.settings.idle_s
 
 
 class FamilyLogic(Protocol):
@@ -361,7 +380,7 @@ class ShardRuntime:
         self.byid = byid
         self.shards: dict[int, Shard] = {}
         # Only a family fed through `byid` receives forwards, so only it needs the floors.
-        self.forwarding = "byid" in logic.sources.values()
+        self.forwarding = FORWARDED in logic.sources.values()
         self.announced: dict[int, list[float] | None] = {}
 
     def shard(self, partition: int) -> Shard:
@@ -504,8 +523,11 @@ class ShardRuntime:
         for topic, progress in shard.ingest.items():
             shard.put(f"ingest|{topic}", progress.to_state(), 2)
         max_size = self.settings.window_sizes[-1]
+        retention = self.settings.retention_s
+        shard.durable_own = shard.complete_until(own=True)
+        shard.forward_floor = max(shard.forward_floor, shard.durable_own - retention)
         shard.expired_before = max(shard.expired_before, min(
-            self._complete_until(shard) - self.settings.retention_s, self._sender_cap(shard, 0)))
+            self._complete_until(shard) - retention, self._sender_cap(shard, 0)))
         if shard.floors_changed:
             shard.put("floors", {str(k): v for k, v in shard.floors.items()}, 2)
             shard.floors_changed = False
@@ -553,21 +575,23 @@ class ShardRuntime:
         """Event time up to which the shard has applied its own sources and its forwards."""
         return min(shard.complete_until(), self._sender_cap(shard, 1))
 
-    async def _announce(self, idle: dict[int, bool]) -> None:
+    async def _announce(self, quiet: dict[int, bool]) -> None:
         """Tell every shard how far this worker's shards are, when that changed.
 
-        A busy shard forwards nothing older than its `expired_before`, and has forwarded what
-        it read up to its durable watermark; an idle one holds nobody back (None). Sent after
-        the forwards it covers, on the same partitions, so a receiver applies those first;
-        sent only on change, so that idle partitions go quiet.
+        A shard forwards nothing older than its `forward_floor`, and has forwarded all its own
+        sources held up to `durable_own`; one whose own sources are quiet (no event for
+        `worker.idle`, nothing waiting) holds nobody back (None). Both figures come from the
+        shard's own input topics only, never from what others announced or forwarded to it,
+        so announcements cannot wait on each other in a circle. Sent after the forwards they
+        cover, on the same partitions, so a receiver applies those first; sent only on
+        change, so that quiet partitions go quiet.
         """
         floors: dict[int, list[float] | None] = {}
-        for partition, quiet in idle.items():
-            shard = self.shards.get(partition)
-            floor, until = ((-math.inf, -math.inf) if shard is None else
-                            (shard.expired_before, shard.durable_watermark))
+        for partition, is_quiet in quiet.items():
+            shard = self.shards[partition]
             # JSON has no -inf
-            floors[partition] = None if quiet else [max(floor, -1e308), max(until, -1e308)]
+            floors[partition] = None if is_quiet else [max(shard.forward_floor, -1e308),
+                                                      max(shard.durable_own, -1e308)]
         if all(p in self.announced and self.announced[p] == f for p, f in floors.items()):
             return
         value = orjson.dumps({"k": "floors", "e": [],
@@ -589,6 +613,10 @@ class ShardRuntime:
     async def heartbeat(self) -> None:
         """Tell the snapshot stage how far each assigned shard has got in event time.
 
+        Every assigned shard is loaded here (from its table) once the rebalance and table
+        recovery are over, whether or not an event has come since: a shard that waits for
+        its first event would report nothing, and hold windows open, forever.
+
         A shard is idle when it has had no event for `idle_s` and nothing is waiting in its
         partitions (end offsets as of the consumer's last fetch, which runs continuously): an
         idle shard does not hold windows open, one with a backlog does. Watermark and offsets
@@ -596,6 +624,8 @@ class ShardRuntime:
         message covers all of this worker's shards of the family, so the snapshot stage never
         sees half a tick.
         """
+        if self.app.rebalancing or self.app.in_recovery:
+            return  # the assignment and the tables are not settled yet
         tps = [tp for tp in self.app.assignor.assigned_actives()
                if tp.topic in self.logic.sources]
         if not tps:
@@ -603,24 +633,25 @@ class ShardRuntime:
         consumer = self.app.consumer
         now = time.monotonic()
         backlog: dict[int, int] = {}
+        own_backlog: dict[int, int] = {}
         for tp in tps:
-            shard = self.shards.get(tp.partition)
-            durable = shard.ingest_durable if shard else {}
+            shard = self.shard(tp.partition)
+            durable = shard.ingest_durable
             done = durable[tp.topic].offset + 1 if tp.topic in durable else 0
             end = consumer.highwater(tp)
             # Not fetched yet: its backlog is unknown, and a shard that might have one must
             # hold windows open (else the first shard to report would close them all).
             waiting = 1 if end is None else max(0, end - done)
             backlog[tp.partition] = backlog.get(tp.partition, 0) + waiting
+            if self.logic.sources[tp.topic] != FORWARDED:
+                own_backlog[tp.partition] = own_backlog.get(tp.partition, 0) + waiting
         report = {}
-        idle: dict[int, bool] = {}
         for partition, waiting in backlog.items():
-            shard = self.shards.get(partition)
-            quiet = shard is None or now - shard.last_event_wall > self.settings.idle_s
-            wm = None if shard is None or shard.durable_watermark == -math.inf else (
-                shard.durable_watermark)
-            idle[partition] = quiet and waiting == 0
-            report[f"{self.logic.family}:{partition}"] = [wm, idle[partition]]
+            shard = self.shards[partition]
+            quiet = now - shard.last_event_wall > self.settings.idle_s
+            wm = None if shard.durable_watermark == -math.inf else shard.durable_watermark
+            report[f"{self.logic.family}:{partition}"] = [wm, quiet and waiting == 0]
         await self.partials.send(value=orjson.dumps({"t": "h", "shards": report}))
         if self.forwarding:
-            await self._announce(idle)
+            await self._announce({p: self.shards[p].own_quiet(now) and not own_backlog.get(p)
+                                  for p in backlog})
