@@ -2,8 +2,7 @@
 
 It reads one single-partition topic, so exactly one worker runs it at a time, and keeps for
 every (entity, window) the newest partial state of each shard. Replacing (not adding) makes
-re-sent partials harmless. Windows close by event time: when the slowest active shard has
-passed the window's end plus the grace period; idle shards do not hold windows open. A closed
+re-sent partials harmless. Windows close by event time, by the rule in `agents.closing`. A closed
 window's snapshot goes to `metrics` with revision 1, and again with the next revision whenever
 a late label or event changes it. The factory rollup `_factory` merges every model.
 
@@ -16,6 +15,7 @@ from __future__ import annotations
 import bisect
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,13 +26,13 @@ import orjson
 from agents.aggregators.drift import PageHinkley, psi
 from agents.aggregators.window import WindowState
 from agents.alerts import RuleState, applies, evaluate
+from agents.closing import EventClock
+from streams.faust_internals import acting_as
 from streams.settings import AlertRule, Settings
-from streams.shard import acting_as, parse_window_key, window_key
+from streams.shard import parse_window_key, window_key
 
 FACTORY = "_factory"
 LIFECYCLE_PART = "lifecycle"
-HEARD_WITHIN_S = 5.0
-SETTLE_S = 2.0
 PSI_DRIFT = 0.25  # a feature drifts past this PSI; the dataset when over half its features do
 
 
@@ -44,7 +44,6 @@ class Entry:
     rev: int = 0
     closed: bool = False
     dirty: bool = False
-    closable_since: float | None = None
 
     def merged(self) -> WindowState:
         out = WindowState()
@@ -56,18 +55,11 @@ class Entry:
         return {"parts": self.parts, "rev": self.rev, "closed": self.closed}
 
 
-@dataclass
-class ShardClock:
-    watermark: float | None
-    idle: bool
-    heard: float
-
-
 class SnapshotStage:
     """In-memory state of the snapshot stage, backed by its table (partition 0)."""
 
     def __init__(self, settings: Settings, table: Any, outputs: dict[str, Any], app: Any,
-                 ) -> None:
+                 shards: Iterable[str] = ()) -> None:
         self.settings = settings
         self.table = table
         self.metrics = outputs["metrics"]
@@ -80,7 +72,8 @@ class SnapshotStage:
         self.drift: dict[str, Any] = {}
         self.retrain: dict[str, Any] = {}
         self.entries: dict[str, Entry] = {}
-        self.clocks: dict[str, ShardClock] = {}
+        # every shard (family:partition) that reports heartbeats
+        self.clock = EventClock(shards, settings.grace_s, time.monotonic())
         self.models: dict[str, Any] = {}
         self.sources: dict[str, int] = {}
         self.factory_revs: dict[str, int] = {}
@@ -88,7 +81,6 @@ class SnapshotStage:
         # (re-sent, or from a shard far behind) must not start it again from nothing.
         self.forgotten_before = -math.inf
         self.ignored_partials = 0
-        self.last_active = time.monotonic()
         self.loaded = False
         self.writes: dict[str, Any] = {}
         self.deletes: set[str] = set()
@@ -134,10 +126,7 @@ class SnapshotStage:
             self.writes[key] = entry
 
     def on_heartbeat(self, shard: str, watermark: float | None, idle: bool) -> None:
-        now = time.monotonic()
-        self.clocks[shard] = ShardClock(watermark, idle, now)
-        if not idle:
-            self.last_active = now
+        self.clock.heard(shard, watermark, idle, time.monotonic())
 
     def on_deployments(self, src: str, offset: int, events: list[dict[str, Any]]) -> None:
         if offset <= self.sources.get(src, -1):
@@ -189,45 +178,21 @@ class SnapshotStage:
 
     # -- outputs ----------------------------------------------------------------------------
 
-    def watermark(self) -> float | None:
-        """Event time up to which every active shard has got."""
-        now = time.monotonic()
-        active = [c.watermark for c in self.clocks.values()
-                  if not c.idle and now - c.heard < HEARD_WITHIN_S]
-        if active:
-            # a busy shard that has not applied any event yet holds everything back
-            return None if None in active else min(w for w in active if w is not None)
-        known = [c.watermark for c in self.clocks.values() if c.watermark is not None]
-        if not known:
-            return None
-        # Everything is idle: all that was sent has been applied, so let event time follow
-        # the wall clock from the newest event, and the last windows close too.
-        return max(known) + (now - self.last_active)
-
     async def publish(self) -> int:
         """Publish what closed or changed; return the number of snapshots sent."""
-        watermark = self.watermark()
+        watermark = self.clock.time(time.monotonic())
         if watermark is None:
             return 0
         sent = 0
-        now = time.monotonic()
         touched: set[tuple[float, float]] = set()
         expired_keys: list[str] = []
         # in window order: drift references and alert rules read windows one after another
         for key, entry in sorted(self.entries.items(), key=lambda kv: _start_of(kv[0])):
             entity, size, start = parse_window_key(key)
             end = start + size
-            if end + self.settings.grace_s > watermark:
-                entry.closable_since = None
+            if not self.clock.closed(end, watermark):
                 continue
             expired = end < watermark - self.settings.retention_s
-            if not entry.closed and not expired:
-                # Close only once the watermark has stayed past the window for a couple of
-                # heartbeats: another worker's shard may not have reported its backlog yet.
-                if entry.closable_since is None:
-                    entry.closable_since = now
-                if now - entry.closable_since < SETTLE_S:
-                    continue
             if not entry.closed or entry.dirty:
                 entry.closed = True
                 entry.dirty = False

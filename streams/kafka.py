@@ -10,6 +10,7 @@ import asyncio
 import ssl
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.helpers import create_ssl_context
 
@@ -112,3 +113,28 @@ async def ensure_topics(settings: Settings) -> list[str]:
         return missing
     finally:
         await admin.close()
+
+
+async def first_offset(settings: Settings, topic: str, partition: int, offset: int,
+                       timeout_s: float = 10.0) -> int | None:
+    """The offset of the first record at or after `offset` (None if none came in time).
+
+    Offsets of one partition are not always contiguous (transaction markers, compaction),
+    so a delivery that jumps ahead is checked here against the log itself before anything
+    counts it as the next record.
+    """
+    tp = TopicPartition(topic, partition)
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while asyncio.get_running_loop().time() < deadline:
+            records = (await consumer.getmany(tp, timeout_ms=1000, max_records=1)).get(tp)
+            if records:
+                return int(records[0].offset)
+        return None
+    finally:
+        await consumer.stop()

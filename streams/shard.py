@@ -19,24 +19,27 @@ import heapq
 import logging
 import math
 import time
-import weakref
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 import orjson
-from faust.streams import _current_event
 
 from agents.aggregators.window import WindowState
 from schemas.codec import VALIDATORS, Rejection, decode_message
 from schemas.fields import JSON, Validator
 from streams import deadletter
+from streams.faust_internals import acting_as, release, rewind
+from streams.kafka import first_offset
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# After a rewind, deliveries past the record read again are stale (fetched before the seek)
+# and dropped, for at most this long; then the log is asked again.
+REWIND_WAIT_S = 10.0
 
 # The source name of events another shard forwarded through `<app>-byid`.
 FORWARDED = "byid"
@@ -220,11 +223,6 @@ class Shard:
             self.source_clocks[src] = (max(before, ts), now)
         self.watermark = max(self.watermark, *newest.values())
 
-    @property
-    def last_event_wall(self) -> float:
-        """When (monotonic) any source last had an event; 0 before the first."""
-        return max((wall for _, wall in self.source_clocks.values()), default=0.0)
-
     def complete_until(self, own: bool = False) -> float:
         """Event time up to which every source still sending has been applied.
 
@@ -264,21 +262,6 @@ class FamilyLogic(Protocol):
 
     async def before_flush(self, shard: Shard, runtime: ShardRuntime) -> None:
         """Family-specific writes and sends just before the flush (forwards, chunks)."""
-
-
-@contextmanager
-def acting_as(event: Any) -> Iterator[None]:
-    """Make `event` the current event while writing a table outside the stream loop.
-
-    Faust picks a write's changelog partition and local store from the current event, which
-    a batched flush does not have (faust-streaming #497). Any event of the shard's partition
-    gives the right answer, and each key is then written once per flush with `table[k] = v`.
-    """
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
 
 
 def time_rejection(event: JSON, reason: str) -> Rejection:
@@ -382,6 +365,8 @@ class ShardRuntime:
         # Only a family fed through `byid` receives forwards, so only it needs the floors.
         self.forwarding = FORWARDED in logic.sources.values()
         self.announced: dict[int, list[float] | None] = {}
+        # topic partition -> (offset the rewind reads again from, when)
+        self.rewound: dict[Any, tuple[int, float]] = {}
 
     def shard(self, partition: int) -> Shard:
         shard = self.shards.get(partition)
@@ -424,9 +409,12 @@ class ShardRuntime:
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Drop in-memory state of revoked partitions; the table keeps it for the next owner."""
-        for partition in partitions:
+        gone = set(partitions)
+        for partition in gone:
             self.shards.pop(partition, None)
             self.announced.pop(partition, None)
+        for tp in [tp for tp in self.rewound if tp[1] in gone]:
+            del self.rewound[tp]
 
     async def run(self, stream: Any) -> None:
         """The agent body: batches of unacknowledged events, each flushed then acknowledged.
@@ -451,13 +439,20 @@ class ShardRuntime:
         # Events of a partition revoked while this batch was taken are applied all the same:
         # its offsets cannot be committed by this member any more, and the new owner's replay
         # is skipped slot by slot wherever these writes reached the changelog first.
+        taken = []
         for event in events:
             msg = event.message
             src = self.logic.sources[msg.topic]
             shard = shards[msg.partition] = self.shard(msg.partition)
             progress = shard.ingest.get(msg.topic, IngestProgress())
             if msg.offset <= progress.offset:
+                taken.append(event)
                 continue  # replayed after a crash: this message is already fully applied
+            if msg.offset > progress.offset + 1 and not await self._next_in_log(
+                    msg.tp, progress.offset, msg.offset):
+                release(self.app, event)  # not applied, not acknowledged: read again
+                continue
+            taken.append(event)
             validate = self.logic.validator(src)
             if validate is None:
                 doc = orjson.loads(event.value)
@@ -487,7 +482,7 @@ class ShardRuntime:
             sent += await deadletter.publish(self.deadletters, [rejection], topic, partition,
                                              offset, key)
         await deadletter.delivered(sent)  # out before the offsets are recorded
-        last_event = {event.message.partition: event for event in events}
+        last_event = {event.message.partition: event for event in taken}
         for partition, messages in by_partition.items():
             high: dict[str, int] = {}
             for message in messages:
@@ -497,8 +492,38 @@ class ShardRuntime:
         for shard in shards.values():
             shard.ingest_durable = dict(shard.ingest)
             shard.durable_watermark = self._complete_until(shard)
-        for event in events:
+        for event in taken:
             event.ack()
+        if self.forwarding:  # at once, not at the next heartbeat: receivers wait for it
+            now = time.monotonic()
+            await self._announce({p: self._floor(s) for p, s in shards.items()
+                                  if not s.own_quiet(now)})
+
+    async def _next_in_log(self, tp: Any, applied: int, offset: int) -> bool:
+        """Whether `offset` is the next record of the partition after offset `applied`.
+
+        An offset counts as applied only when its own message was: a delivery that jumps
+        over records (Faust around a seek or a rebalance, see `rewind`) is never applied.
+        The log says whether the offsets between hold records; if they do, the partition
+        is read again from the first of them and deliveries past it are dropped until it
+        comes. Offsets with no record between (transaction markers) are a true next.
+        """
+        rewound = self.rewound.get(tp)
+        if rewound is not None:
+            expected, since = rewound
+            if offset == expected:
+                del self.rewound[tp]
+                return True
+            if expected > applied and time.monotonic() - since < REWIND_WAIT_S:
+                return False  # fetched before the rewind: it comes again after `expected`
+        first = await first_offset(self.settings, tp.topic, tp.partition, applied + 1)
+        if first is not None and first >= offset:
+            return True
+        log.warning("%s[%d]: delivery jumped from offset %d to %d over records; reading "
+                    "again from %s", tp.topic, tp.partition, applied, offset, first)
+        self.rewound[tp] = (applied + 1 if first is None else first, time.monotonic())
+        await rewind(self.app, tp, applied + 1)
+        return False
 
     def _screen_future(self, events: list[JSON]) -> tuple[list[JSON], list[Rejection]]:
         """Events stamped too far in the future would close every window early."""
@@ -575,28 +600,29 @@ class ShardRuntime:
         """Event time up to which the shard has applied its own sources and its forwards."""
         return min(shard.complete_until(), self._sender_cap(shard, 1))
 
-    async def _announce(self, quiet: dict[int, bool]) -> None:
-        """Tell every shard how far this worker's shards are, when that changed.
+    @staticmethod
+    def _floor(shard: Shard) -> list[float]:
+        """What a shard whose own sources are busy announces (JSON has no -inf)."""
+        return [max(shard.forward_floor, -1e308), max(shard.durable_own, -1e308)]
+
+    async def _announce(self, floors: dict[int, list[float] | None]) -> None:
+        """Tell every shard how far these shards are, for those where that changed.
 
         A shard forwards nothing older than its `forward_floor`, and has forwarded all its own
         sources held up to `durable_own`; one whose own sources are quiet (no event for
         `worker.idle`, nothing waiting) holds nobody back (None). Both figures come from the
         shard's own input topics only, never from what others announced or forwarded to it,
-        so announcements cannot wait on each other in a circle. Sent after the forwards they
-        cover, on the same partitions, so a receiver applies those first; sent only on
-        change, so that quiet partitions go quiet.
+        so announcements cannot wait on each other in a circle. Sent right after the flush
+        whose forwards they cover, on the same partitions, so a receiver applies those
+        first; sent only on change, so that quiet partitions go quiet.
         """
-        floors: dict[int, list[float] | None] = {}
-        for partition, is_quiet in quiet.items():
-            shard = self.shards[partition]
-            # JSON has no -inf
-            floors[partition] = None if is_quiet else [max(shard.forward_floor, -1e308),
-                                                      max(shard.durable_own, -1e308)]
-        if all(p in self.announced and self.announced[p] == f for p, f in floors.items()):
+        changed = {p: f for p, f in floors.items()
+                   if p not in self.announced or self.announced[p] != f}
+        if not changed:
             return
         value = orjson.dumps({"k": "floors", "e": [],
-                              "f": {str(p): f for p, f in floors.items()}})
-        self.announced.update(floors)
+                              "f": {str(p): f for p, f in changed.items()}})
+        self.announced.update(changed)
         for partition in range(self.settings.partitions):
             # Not awaited (a heartbeat must not wait out a broker outage): the partition
             # keeps the order, and a failed send makes the next heartbeat announce again.
@@ -617,12 +643,13 @@ class ShardRuntime:
         recovery are over, whether or not an event has come since: a shard that waits for
         its first event would report nothing, and hold windows open, forever.
 
-        A shard is idle when it has had no event for `idle_s` and nothing is waiting in its
-        partitions (end offsets as of the consumer's last fetch, which runs continuously): an
-        idle shard does not hold windows open, one with a backlog does. Watermark and offsets
-        are the durable ones: partials of what a heartbeat reports are already sent. One
-        message covers all of this worker's shards of the family, so the snapshot stage never
-        sees half a tick.
+        A shard holds windows open only while records wait in its partitions (end offsets as
+        of the consumer's last fetch, which runs continuously, past its durable progress; a
+        partition not fetched yet counts as waiting). A shard that has applied every record
+        there is holds nothing: what it gets next is either newer, or late by more than the
+        grace and republishes its window. Watermark and offsets are the durable ones:
+        partials of what a heartbeat reports are already sent. One message covers all of
+        this worker's shards of the family, so the snapshot stage never sees half a tick.
         """
         if self.app.rebalancing or self.app.in_recovery:
             return  # the assignment and the tables are not settled yet
@@ -648,10 +675,10 @@ class ShardRuntime:
         report = {}
         for partition, waiting in backlog.items():
             shard = self.shards[partition]
-            quiet = now - shard.last_event_wall > self.settings.idle_s
             wm = None if shard.durable_watermark == -math.inf else shard.durable_watermark
-            report[f"{self.logic.family}:{partition}"] = [wm, quiet and waiting == 0]
+            report[f"{self.logic.family}:{partition}"] = [wm, waiting == 0]
         await self.partials.send(value=orjson.dumps({"t": "h", "shards": report}))
         if self.forwarding:
-            await self._announce({p: self.shards[p].own_quiet(now) and not own_backlog.get(p)
-                                  for p in backlog})
+            await self._announce({
+                p: None if self.shards[p].own_quiet(now) and not own_backlog.get(p)
+                else self._floor(self.shards[p]) for p in backlog})

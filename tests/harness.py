@@ -245,3 +245,28 @@ def snapshots_by_window(env: Env, model: str) -> dict[float, list[dict[str, Any]
         if snap.get("model") == model:
             out.setdefault(snap["window_start"], []).append(snap)
     return out
+
+
+BROKER_STATE = Path(__file__).resolve().parent.parent / ".factory-test"
+
+
+def restart_broker(env: Env, sig: int = signal.SIGKILL, pause_s: float = 0.0) -> float:
+    """Stop the session's broker by `sig` (SIGTERM: the project's controlled stop) and start
+    it again `pause_s` later; return the seconds it was down."""
+    broker = [*CLI, "broker", "{}", "--state-dir", str(BROKER_STATE),
+              "--port", env.bootstrap.rsplit(":", 1)[1]]
+
+    def run(action: str) -> None:
+        subprocess.run([action if a == "{}" else a for a in broker], check=True,
+                       capture_output=True)
+
+    began = time.monotonic()
+    if sig == signal.SIGTERM:
+        run("stop")
+    else:
+        pid = int((BROKER_STATE / "kafka" / "broker.pid").read_text().split()[0])
+        os.kill(pid, sig)
+        wait_for(lambda: not Path(f"/proc/{pid}").exists(), what="the broker to die")
+    time.sleep(pause_s)
+    run("start")
+    return time.monotonic() - began

@@ -3,11 +3,9 @@ restarts. Each prints what it injected and what it found."""
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import signal
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,12 +16,12 @@ import pytest
 
 from streams.topics import route
 from tests.harness import (
-    CLI,
     Env,
     Worker,
     configured_worker,
     produce,
     read_all,
+    restart_broker,
     snapshots_by_window,
     wait_for,
 )
@@ -154,22 +152,10 @@ def test_a_broker_restart_mid_stream_loses_nothing(
     start = (time.time() // 86400 - 1) * 86400
     chunks, predictions, correct = _workload(20_000, start, seed=5)
     rng = random.Random(6)
-    port = env.bootstrap.rsplit(":", 1)[1]
-    state = Path(__file__).resolve().parents[2] / ".factory-test"
     for chunk in chunks[: len(chunks) // 2]:
         _send(env, chunk, rng)
-    broker = [*CLI, "broker", "--state-dir", str(state), "--port", port]
-    began = time.monotonic()
-    if sig == signal.SIGTERM:
-        subprocess.run([*broker[:4], "stop", *broker[4:]], check=True, capture_output=True)
-    else:
-        pid = int((state / "kafka" / "broker.pid").read_text().split()[0])
-        os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: not Path(f"/proc/{pid}").exists(), what="the broker to die")
-    time.sleep(2)
-    subprocess.run([*broker[:4], "start", *broker[4:]], check=True, capture_output=True)
-    print(f"\nbroker stopped ({sig.name}) and started again in "
-          f"{time.monotonic() - began:.1f}s mid-stream")
+    down = restart_broker(env, sig, pause_s=2.0)
+    print(f"\nbroker stopped ({sig.name}) and started again in {down:.1f}s mid-stream")
     for chunk in chunks[len(chunks) // 2:]:
         _send(env, chunk, rng)
     _wait_exact(env, predictions, correct)
