@@ -98,7 +98,7 @@ class Settings:
     idle_s: float = 10.0
     flush_interval_s: float = 0.5
     max_batch: int = 200
-    session_timeout_s: float = 30.0
+    session_timeout_s: float = 10.0
     # Kafka's default message limit: input messages over it are dead-lettered, outputs over
     # it are not sent (counted and logged); input topics accept up to 4x so that an
     # oversized message reaches the dead-letter topic instead of bouncing at its producer.
