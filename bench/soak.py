@@ -104,6 +104,7 @@ async def read_topic(bootstrap: str, topic: str) -> list[Any]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
+        await consumer._client.force_metadata_update()
         parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
@@ -178,8 +179,10 @@ def main() -> int:
                                    stdout=out, stderr=subprocess.STDOUT)
         began, wall_began = time.monotonic(), time.time()
         restarts: list[float | None] = []
+        next_kill = began + args.kill_every
         while sim.poll() is None:
-            time.sleep(min(args.kill_every, max(0.0, began + duration - time.monotonic())))
+            time.sleep(max(0.0, min(next_kill, began + duration) - time.monotonic()))
+            next_kill += args.kill_every
             if sim.poll() is not None or time.monotonic() - began > duration - 20:
                 break
             victim = rng.choice(workers)

@@ -284,7 +284,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         idle_s=get("worker.idle", 10.0, parse_duration),
         flush_interval_s=get("worker.flush_interval", 0.5, parse_duration),
         max_batch=get("worker.max_batch", 200, lambda k, v: _int(k, v, 1, 1_000_000)),
-        session_timeout_s=get("kafka.session_timeout", 30.0, parse_duration),
+        session_timeout_s=get("kafka.session_timeout", 10.0, parse_duration),
         max_message_bytes=get("kafka.max_message_bytes", 1024 * 1024,
                               lambda k, v: _int(k, v, 1024, 64 * 1024 * 1024)),
         alerts=_alert_rules(values.get("alerts"), sizes),
