@@ -77,6 +77,7 @@ def _faust_app(settings: Settings) -> Any:
         broker_commit_interval=1.0,
         # A killed worker's partitions move once the group notices it is gone.
         broker_session_timeout=settings.session_timeout_s,
+        consumer_group_instance_id=settings.instance_id,
         broker_heartbeat_interval=max(settings.session_timeout_s / 10, 0.5),
         web_enabled=True,
         web_host=settings.web_host,

@@ -96,6 +96,10 @@ class Settings:
     grace_s: float = 10.0
     max_future_s: float = 600.0
     idle_s: float = 10.0
+    # Static group membership (Kafka's group.instance.id): a worker restarted under the same
+    # id takes its partitions back without waiting out the session timeout, but one that
+    # stops for good keeps them until the timeout. None: dynamic membership.
+    instance_id: str | None = None
     flush_interval_s: float = 0.5
     max_batch: int = 200
     session_timeout_s: float = 10.0
@@ -202,7 +206,7 @@ _SECTIONS = {
     "kafka": {"bootstrap", "topic_prefix", "partitions", "replication_factor",
               "session_timeout", "max_message_bytes"},
     "worker": {"app_id", "store", "state_dir", "web_host", "web_port", "flush_interval",
-               "max_batch", "idle"},
+               "max_batch", "idle", "instance_id"},
     "windows": {"sizes", "retention", "label_horizon", "grace", "max_future"},
     "prices": {"per_hour", "per_kwh"},
     "retraining": {"cooldown"},
@@ -239,6 +243,7 @@ _ENV_KEYS = {
     "FACTORY_FLUSH_INTERVAL": "worker.flush_interval",
     "FACTORY_GRACE": "windows.grace",
     "FACTORY_IDLE": "worker.idle",
+    "FACTORY_INSTANCE_ID": "worker.instance_id",
     "FACTORY_SESSION_TIMEOUT": "kafka.session_timeout",
     "FACTORY_MAX_MESSAGE_BYTES": "kafka.max_message_bytes",
 }
@@ -282,6 +287,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         grace_s=get("windows.grace", 10.0, _non_negative_duration),
         max_future_s=get("windows.max_future", 600.0, parse_duration),
         idle_s=get("worker.idle", 10.0, parse_duration),
+        instance_id=get("worker.instance_id", None, lambda k, v: _topic_part(k, v, False)),
         flush_interval_s=get("worker.flush_interval", 0.5, parse_duration),
         max_batch=get("worker.max_batch", 200, lambda k, v: _int(k, v, 1, 1_000_000)),
         session_timeout_s=get("kafka.session_timeout", 10.0, parse_duration),

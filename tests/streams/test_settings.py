@@ -20,6 +20,9 @@ def test_defaults_match_the_contract() -> None:
     assert s.window_sizes == (60.0,)
     assert s.store == "rocksdb"
     assert s.security.protocol == "PLAINTEXT"
+    assert s.session_timeout_s == 10.0
+    assert s.instance_id is None
+    assert load_settings({"FACTORY_INSTANCE_ID": "pulse-0"}).instance_id == "pulse-0"
 
 
 def test_environment_overrides_the_file(tmp_path: Path) -> None:
@@ -84,6 +87,7 @@ def test_bad_file_values_fail_naming_the_key(tmp_path: Path, text: str, key: str
     ("FACTORY_KAFKA_BOOTSTRAP", "localhost"),
     ("FACTORY_STORE", "disk"),
     ("FACTORY_KAFKA_SECURITY_PROTOCOL", "KERBEROS"),
+    ("FACTORY_INSTANCE_ID", "worker 1"),
 ])
 def test_bad_environment_values_fail_naming_the_variable(var: str, value: str) -> None:
     with pytest.raises(ConfigError) as err:

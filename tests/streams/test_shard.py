@@ -36,6 +36,23 @@ def test_nothing_moves_until_every_other_partition_announced() -> None:
     assert (runtime._sender_cap(shard, 0), runtime._complete_until(shard)) == (50.0, 4000.0)
 
 
+def test_busy_shards_that_forward_to_each_other_never_wait_in_a_circle() -> None:
+    """What a shard announces comes from its own input topics only: when every shard is busy
+    and forwards to every other, each one's completeness still follows its inputs."""
+    runtime = _runtime({"t.predictions": "predictions", "app-byid": "byid"})
+    shards = [Shard("predictions", p, {}, SETTINGS) for p in range(3)]
+    for shard in shards:
+        shard.observe({"predictions": 5000.0 + shard.partition, "byid": 4500.0})
+        shard.durable_own = shard.complete_until(own=True)
+    assert [s.durable_own for s in shards] == [5000.0, 5001.0, 5002.0]
+    for receiver in shards:
+        receiver.floors = {s.partition: runtime._floor(s) for s in shards if s is not receiver}
+    assert [runtime._complete_until(s) for s in shards] == [4500.0] * 3
+    for shard in shards:  # forwards caught up: the slowest own inputs decide
+        shard.observe({"byid": 6000.0})
+    assert [runtime._complete_until(s) for s in shards] == [5000.0] * 3
+
+
 def test_a_family_without_forwards_follows_its_own_sources() -> None:
     runtime = _runtime({"t.telemetry": "telemetry"})
     shard = Shard("telemetry", 0, {}, SETTINGS)
