@@ -27,7 +27,7 @@ from agents.aggregators.drift import PageHinkley, psi
 from agents.aggregators.window import WindowState
 from agents.alerts import RuleState, applies, evaluate
 from agents.closing import EventClock
-from streams.faust_internals import acting_as
+from streams.faust_internals import TableWrite, apply_local, send_changelog
 from streams.settings import AlertRule, Settings
 from streams.shard import parse_window_key, window_key
 
@@ -362,14 +362,15 @@ class SnapshotStage:
         self.writes[f"retrain|{model}"] = info
         await self.retraining.send(key=model.encode(), value=orjson.dumps(request))
 
-    def write(self) -> None:
-        """Write each changed key once (inside `acting_as`, see `streams.shard`)."""
-        for key in self.deletes:
-            self.table.pop(key, None)
-        for key, value in self.writes.items():
-            self.table[key] = value.to_state() if isinstance(value, Entry) else value
+    def write(self, event: Any) -> TableWrite:
+        """Send each changed key once to the changelog (the local store follows after the
+        producer's flush, see `streams.faust_internals`)."""
+        written = send_changelog(self.table, event, {
+            key: value.to_state() if isinstance(value, Entry) else value
+            for key, value in self.writes.items()}, list(self.deletes))
         self.deletes.clear()
         self.writes.clear()
+        return written
 
 
 def pinned_reference(path: Path) -> dict[str, Any]:
@@ -412,9 +413,9 @@ async def run(stage: SnapshotStage, stream: Any) -> None:
             elif kind == "d":
                 stage.on_deployments(doc["src"], doc["o"], doc["e"])
         await stage.publish()
-        with acting_as(events[-1]):
-            stage.write()
+        written = stage.write(events[-1])
         await stage.app.producer.flush()
+        apply_local(written)
         for event in events:
             event.ack()
 

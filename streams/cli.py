@@ -64,38 +64,13 @@ def _worker(args: argparse.Namespace) -> int:
     except TopicLayoutError as exc:
         print(f"factory-pulse worker: {exc}", file=sys.stderr)
         return 2
-    prepare_state(settings.data_dir)
+    # The local stores are kept after any stop, clean or not: they are written only once
+    # the changelog has their records, so Faust replays just the changelog's tail.
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     pulse = create_app(settings)
     worker = faust.Worker(pulse.app, loglevel=args.loglevel, loop=loop)
-    try:
-        worker.execute_from_commandline()
-    except SystemExit as exc:
-        if exc.code in (0, None):
-            (settings.data_dir / CLEAN_MARKER).touch()
-        raise
+    worker.execute_from_commandline()
     return 0
-
-
-CLEAN_MARKER = ".clean-shutdown"
-
-
-def prepare_state(data_dir: Path) -> None:
-    """Keep the local table stores only if the last worker stopped cleanly.
-
-    A killed worker can leave its local RocksDB ahead of the changelog (values written
-    locally whose changelog records never reached the broker), and Faust would resume from
-    that mix. The changelog itself is a consistent prefix of every flush, so after an unclean
-    stop the stores are rebuilt from it instead.
-    """
-    marker = data_dir / CLEAN_MARKER
-    if data_dir.exists() and any(data_dir.iterdir()) and not marker.exists():
-        import shutil
-
-        print(f"factory-pulse worker: the last worker did not stop cleanly; rebuilding "
-              f"{data_dir} from the changelogs", file=sys.stderr)
-        shutil.rmtree(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    marker.unlink(missing_ok=True)
 
 
 def _collect(args: argparse.Namespace) -> int:

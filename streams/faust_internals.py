@@ -1,7 +1,8 @@
 """Every use of faust-streaming internals, in one place, each with the reason for it.
 
-The shard runtime flushes batches outside Faust's per-message path and must not let Faust's
-consumer commit past a message it has not applied. Faust has no public API for either; what
+The shard runtime flushes batches outside Faust's per-message path, writes its tables
+changelog first, and must not let Faust's consumer commit past a message it has not
+applied. Faust has no public API for any of these; what
 is used here is read from faust-streaming 0.15.3 (pinned in pyproject.toml) and is checked
 by the fault tests whenever that pin moves.
 """
@@ -10,10 +11,12 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from typing import Any
 
 from faust.streams import _current_event
+from faust.types import TP
 
 
 @contextmanager
@@ -51,3 +54,57 @@ def release(app: Any, event: Any) -> None:
     every later rebalance wait for it (Faust waits until no message is pending).
     """
     app.consumer._unacked_messages.discard(event.message)
+
+
+@dataclass(slots=True)
+class TableWrite:
+    """One flush's changes to one partition of a table, sent to the changelog only."""
+
+    table: Any
+    event: Any
+    puts: dict[str, Any]
+    deletes: list[str]
+    sent: list[Any] = field(default_factory=list)
+
+
+def send_changelog(table: Any, event: Any, puts: dict[str, Any], deletes: list[str],
+                   ) -> TableWrite:
+    """Send a flush's table changes to the changelog, in order, without touching the local
+    store; `apply_local` writes the store once the producer has flushed.
+
+    Faust's `table[k] = v` writes the local store at once and the changelog later, and
+    marks the store up to date as each record is acknowledged. A worker killed in between
+    leaves its store ahead of the changelog: the extra values are lost when the partition
+    moves, so the store could only be trusted after a clean stop and every crash meant
+    rebuilding it from the whole changelog (a restart growing with the history). Written
+    changelog first, the store is never ahead, and after a crash Faust replays just the
+    changelog records past the offset the store was marked with.
+    """
+    write = TableWrite(table, event, puts, deletes)
+    topic, partition = table.changelog_topic, event.message.partition
+    write.sent += [topic.send_soon(key=key, value=None, partition=partition,
+                                   key_serializer=table.key_serializer,
+                                   value_serializer="raw", eager_partitioning=True)
+                   for key in deletes]
+    write.sent += [topic.send_soon(key=key, value=value, partition=partition,
+                                   key_serializer=table.key_serializer,
+                                   value_serializer=table.value_serializer,
+                                   eager_partitioning=True)
+                   for key, value in puts.items()]
+    return write
+
+
+def apply_local(write: TableWrite) -> None:
+    """After the producer flushed `write.sent`: write the local store, then mark it as up to
+    date with the changelog (last, so that a kill part-way replays the whole flush)."""
+    store = write.table.data
+    with acting_as(write.event):
+        for key in write.deletes:
+            with suppress(KeyError):
+                del store[key]
+        for key, value in write.puts.items():
+            store[key] = value
+    offsets = [future.result().offset for future in write.sent]
+    if offsets:
+        tp = TP(write.table.changelog_topic.get_topic_name(), write.event.message.partition)
+        store.set_persisted_offset(tp, max(offsets))

@@ -31,7 +31,7 @@ from agents.aggregators.window import WindowState
 from schemas.codec import VALIDATORS, Rejection, decode_message
 from schemas.fields import JSON, Validator
 from streams import deadletter
-from streams.faust_internals import acting_as, release, rewind
+from streams.faust_internals import TableWrite, apply_local, release, rewind, send_changelog
 from streams.kafka import first_offset
 from streams.settings import Settings
 
@@ -145,8 +145,9 @@ class Shard:
     floors: dict[int, list[float] | None] = field(default_factory=dict)
     floors_changed: bool = False
     extra: Any = None
-    # Written in this order at each flush: slots, then join chunks, then ingest progress. A
+    # Sent in this order at each flush: slots, then join chunks, then ingest progress. A
     # crash part-way leaves a prefix on the changelog, and every prefix replays correctly.
+    # The local store is written after the changelog has them (`streams.faust_internals`).
     pending_writes: tuple[dict[str, Any], dict[str, Any], dict[str, Any]] = field(
         default_factory=lambda: ({}, {}, {}))
     pending_deletes: set[str] = field(default_factory=set)
@@ -483,12 +484,15 @@ class ShardRuntime:
                                              offset, key)
         await deadletter.delivered(sent)  # out before the offsets are recorded
         last_event = {event.message.partition: event for event in taken}
+        written = []
         for partition, messages in by_partition.items():
             high: dict[str, int] = {}
             for message in messages:
                 high[message.src] = max(high.get(message.src, -1), message.offset)
-            await self._flush(shards[partition], high, last_event[partition])
+            written.append(await self._flush(shards[partition], high, last_event[partition]))
         await self.app.producer.flush()
+        for write in written:
+            apply_local(write)
         for shard in shards.values():
             shard.ingest_durable = dict(shard.ingest)
             shard.durable_watermark = self._complete_until(shard)
@@ -535,7 +539,9 @@ class ShardRuntime:
                                   "future") for e in events if e["ts"] > limit]
         return keep, late
 
-    async def _flush(self, shard: Shard, high: dict[str, int], event: Any) -> None:
+    async def _flush(self, shard: Shard, high: dict[str, int], event: Any) -> TableWrite:
+        """Apply the batch's slot offsets, send partials and changelog records; the local
+        store is written by the caller once the producer has flushed."""
         await self.logic.before_flush(shard, self)
         for local, slot in shard.slots.items():
             if slot.dirty:
@@ -567,14 +573,14 @@ class ShardRuntime:
             if slot.end < shard.watermark - self.settings.grace_s - max_size:
                 del shard.slots[local]  # cold: reloaded from the table if touched again
         shard.expire()  # after the partials: an expiring window's last change is sent
-        with acting_as(event):
-            for local in shard.pending_deletes:
-                self.table.pop(shard.key(local), None)
-            for writes in shard.pending_writes:
-                for local, value in writes.items():
-                    self.table[shard.key(local)] = value
-                writes.clear()
+        puts = {shard.key(local): value
+                for writes in shard.pending_writes for local, value in writes.items()}
+        written = send_changelog(self.table, event, puts,
+                                 [shard.key(local) for local in shard.pending_deletes])
+        for writes in shard.pending_writes:
+            writes.clear()
         shard.pending_deletes.clear()
+        return written
 
     def _sender_cap(self, shard: Shard, index: int) -> float:
         """The lowest retention floor (index 0) or "complete until" (1) of the other shards.
