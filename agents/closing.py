@@ -15,6 +15,9 @@ not applied exists yet. From those reports, event time for closing is:
    was heard: event time follows the wall clock from the newest event, never ahead of it,
    so the last windows close once traffic stops.
 
+Event time never goes back: a shard that falls behind (a backlog after a rebalance) holds
+the windows not closed yet, not those already published.
+
 A window closes when its end plus `windows.grace` is at or before that event time: `grace`
 is the out-of-orderness allowed between partitions and producers. An event that arrives
 later changes the window, and the stage publishes it again (next revision).
@@ -49,6 +52,7 @@ class EventClock:
         # the newest watermark any shard reported, and when
         self.newest = -math.inf
         self.newest_at = now
+        self.last = -math.inf  # the latest event time answered: it never goes back
 
     def heard(self, shard: str, watermark: float | None, idle: bool, now: float) -> None:
         self.clocks[shard] = ShardClock(watermark, idle, now)
@@ -57,6 +61,12 @@ class EventClock:
 
     def time(self, now: float) -> float | None:
         """Event time up to which every shard that holds windows back has got (None: none)."""
+        current = self._current(now)
+        if current is not None and current > self.last:
+            self.last = current
+        return None if self.last == -math.inf else self.last
+
+    def _current(self, now: float) -> float | None:
         if not self.expected <= self.clocks.keys():
             return None
         holding = [c.watermark for c in self.clocks.values()

@@ -415,7 +415,7 @@ async def run(stage: SnapshotStage, stream: Any) -> None:
         await stage.publish()
         written = stage.write(events[-1])
         await stage.app.producer.flush()
-        apply_local(written)
+        await apply_local(written)
         for event in events:
             event.ack()
 

@@ -9,6 +9,7 @@ by the fault tests whenever that pin moves.
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -94,9 +95,10 @@ def send_changelog(table: Any, event: Any, puts: dict[str, Any], deletes: list[s
     return write
 
 
-def apply_local(write: TableWrite) -> None:
-    """After the producer flushed `write.sent`: write the local store, then mark it as up to
+async def apply_local(write: TableWrite) -> None:
+    """Once the changelog has `write.sent`: write the local store, then mark it as up to
     date with the changelog (last, so that a kill part-way replays the whole flush)."""
+    delivered = await asyncio.gather(*write.sent)  # each raises if its record was refused
     store = write.table.data
     with acting_as(write.event):
         for key in write.deletes:
@@ -104,7 +106,6 @@ def apply_local(write: TableWrite) -> None:
                 del store[key]
         for key, value in write.puts.items():
             store[key] = value
-    offsets = [future.result().offset for future in write.sent]
-    if offsets:
+    if delivered:
         tp = TP(write.table.changelog_topic.get_topic_name(), write.event.message.partition)
-        store.set_persisted_offset(tp, max(offsets))
+        store.set_persisted_offset(tp, max(meta.offset for meta in delivered))

@@ -492,7 +492,7 @@ class ShardRuntime:
             written.append(await self._flush(shards[partition], high, last_event[partition]))
         await self.app.producer.flush()
         for write in written:
-            apply_local(write)
+            await apply_local(write)
         for shard in shards.values():
             shard.ingest_durable = dict(shard.ingest)
             shard.durable_watermark = self._complete_until(shard)

@@ -57,6 +57,17 @@ def test_when_all_are_caught_up_event_time_follows_the_wall_clock_from_the_newes
     assert clock.time(21.0) == 130.0  # never ahead of the newest event by more than its age
 
 
+def test_event_time_never_goes_back_when_a_shard_falls_behind() -> None:
+    clock = _clock(predictions_0=(100.0, False), predictions_1=(100.0, True),
+                   telemetry_0=(100.0, True), telemetry_1=(100.0, True))
+    assert clock.time(10.0) == 100.0
+    clock.heard("predictions:1", None, False, now=11.0)  # reassigned with a backlog
+    assert clock.time(11.0) == 100.0
+    clock.heard("predictions:1", 150.0, False, now=12.0)
+    clock.heard("predictions:0", 160.0, False, now=12.0)
+    assert clock.time(12.0) == 150.0
+
+
 @given(st.lists(st.tuples(st.sampled_from(SHARDS), st.floats(0, 1e6), st.booleans()),
                 min_size=1, max_size=40))
 def test_event_time_never_passes_a_busy_recent_shard(
