@@ -25,7 +25,7 @@ import orjson
 from schemas.codec import VALIDATORS, Rejection
 from schemas.fields import JSON, Validator
 from streams.settings import Settings
-from streams.shard import Message, Shard, ShardRuntime, retention_rejection
+from streams.shard import FORWARDED, Message, Shard, ShardRuntime, retention_rejection
 from streams.topics import route
 
 CHUNK_ROWS = 4000
@@ -149,7 +149,7 @@ class PredictionLogic:
         oldest = shard.expired_before
         newest: dict[str, float] = {}
         for mi, message in enumerate(messages):
-            local = message.src != "byid"
+            local = message.src != FORWARDED
             if message.kind == "predictions" and message.events:
                 fast = self._fast_predictions(shard, join, message, mi, local, oldest, cols)
                 if fast is not None:

@@ -24,7 +24,7 @@ from streams.kafka import faust_credentials
 from streams.loop_lag import LoopLag
 from streams.metrics_view import AlertsView, MetricsView, follow
 from streams.settings import Settings
-from streams.shard import ShardRuntime
+from streams.shard import FORWARDED, ShardRuntime
 from streams.sink import OutputSink
 from streams.topics import BYID_TOPIC, PARTIALS_TOPIC, SNAPSHOT_TABLE, Topics, shard_table
 
@@ -102,7 +102,7 @@ def create_app(settings: Settings) -> Pulse:
     families: dict[str, tuple[Any, dict[str, str]]] = {
         "predictions": (PredictionLogic, {inputs["predictions"]: "predictions",
                                           inputs["labels"]: "labels",
-                                          byid.get_topic_name(): "byid"}),
+                                          byid.get_topic_name(): FORWARDED}),
         "feedback": (FeedbackLogic, {inputs["feedback"]: "feedback"}),
         "telemetry": (TelemetryLogic, {inputs["telemetry"]: "telemetry"}),
         "pipeline": (PipelineLogic, {inputs["pipeline"]: "pipeline"}),

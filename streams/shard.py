@@ -583,7 +583,7 @@ class ShardRuntime:
         return written
 
     def _sender_cap(self, shard: Shard, index: int) -> float:
-        """The lowest retention floor (index 0) or "complete until" (1) of the other shards.
+        """The lowest forward floor (index 0) or "complete until" (1) of the other shards.
 
         Another shard may still forward events as old as its floor, and has forwarded all it
         read up to its "complete until". Until every other partition has announced, nothing
