@@ -29,7 +29,10 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-HEARD_WITHIN_S = 5.0
+# Six missed heartbeats (0.5 s each): a dead worker's shards stop holding windows this soon.
+# A live worker whose event loop stalls longer stops holding too; its next heartbeat holds
+# again, and whatever it applies later republishes its windows (next revision).
+HEARD_WITHIN_S = 3.0
 
 
 @dataclass(frozen=True, slots=True)
