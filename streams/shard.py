@@ -651,9 +651,10 @@ class ShardRuntime:
 
         A shard holds windows open only while records wait in its partitions (end offsets as
         of the consumer's last fetch, which runs continuously, past its durable progress; a
-        partition not fetched yet counts as waiting). A shard that has applied every record
-        there is holds nothing: what it gets next is either newer, or late by more than the
-        grace and republishes its window. Watermark and offsets are the durable ones:
+        partition not fetched yet counts as waiting), or while a shard that forwards to it
+        has not announced that its own inputs went quiet. A shard that has applied every
+        record there is holds nothing: what it gets next is either newer, or late by more
+        than the grace and republishes its window. Watermark and offsets are the durable ones:
         partials of what a heartbeat reports are already sent. One message covers all of
         this worker's shards of the family, so the snapshot stage never sees half a tick.
         """
@@ -682,7 +683,10 @@ class ShardRuntime:
         for partition, waiting in backlog.items():
             shard = self.shards[partition]
             wm = None if shard.durable_watermark == -math.inf else shard.durable_watermark
-            report[f"{self.logic.family}:{partition}"] = [wm, waiting == 0]
+            # Another shard still sending may have forwards on the way that this one's
+            # partitions do not show yet: its announcement caps the watermark, and holds.
+            held = self._sender_cap(shard, 1) < math.inf
+            report[f"{self.logic.family}:{partition}"] = [wm, waiting == 0 and not held]
         await self.partials.send(value=orjson.dumps({"t": "h", "shards": report}))
         if self.forwarding:
             await self._announce({
