@@ -16,21 +16,17 @@ not applied exists yet. From those reports, event time for closing is:
    was heard: event time follows the wall clock from the newest event, never ahead of it,
    so the last windows close once traffic stops.
 
-A window closes when its end plus `windows.grace` is at or before that event time, and has
-stayed so for `SETTLE_S` (two heartbeats): a shard's "caught up" is as of its consumer's
-last fetch, and forwards another shard has just sent it show up in its next heartbeat.
-`grace` is the out-of-orderness allowed between partitions and producers. An event that
-arrives later changes the window, and the stage publishes it again (next revision).
+Event time never goes back: a shard that falls behind (a backlog after a rebalance) holds
+the windows not closed yet, not those already published.
 
-Retention follows the highest event time reached, which never goes back: a shard that falls
-behind (a backlog after a rebalance) holds the windows not closed yet, not the expiry of
-those already published.
+A window closes when its end plus `windows.grace` is at or before that event time: `grace`
+is the out-of-orderness allowed between partitions and producers. An event that arrives
+later changes the window, and the stage publishes it again (next revision).
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -38,7 +34,6 @@ from dataclasses import dataclass
 # A live worker whose event loop stalls longer stops holding too; its next heartbeat holds
 # again, and whatever it applies later republishes its windows (next revision).
 HEARD_WITHIN_S = 3.0
-SETTLE_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +57,6 @@ class EventClock:
         self.newest = -math.inf
         self.newest_at = now
         self.last = -math.inf  # the latest event time answered: it never goes back
-        self.samples: deque[tuple[float, float | None]] = deque()  # (when, event time)
 
     def heard(self, shard: str, watermark: float | None, idle: bool, now: float) -> None:
         self.clocks[shard] = ShardClock(watermark, idle, now)
@@ -75,20 +69,6 @@ class EventClock:
         if current is not None and current > self.last:
             self.last = current
         return None if self.last == -math.inf else self.last
-
-    def settled(self, now: float) -> float | None:
-        """Event time that every shard holding windows back has stayed past for `SETTLE_S`
-        (None: not yet known for that long). Call once per round of closing."""
-        current = self._current(now)
-        if current is not None and current > self.last:
-            self.last = current
-        self.samples.append((now, current))
-        while len(self.samples) > 1 and self.samples[1][0] <= now - SETTLE_S:
-            self.samples.popleft()
-        if self.samples[0][0] > now - SETTLE_S:
-            return None
-        values = [v for _, v in self.samples]
-        return None if None in values else min(v for v in values if v is not None)
 
     def _current(self, now: float) -> float | None:
         if not self.expected <= self.clocks.keys():

@@ -307,8 +307,12 @@ class PredictionLogic:
                 for partition, kinds in self.forwards.items()
                 for kind, events in kinds.items()
                 for value in forward_messages(kind, events, limit)]
+        oldest = min((e["ts"] for kinds in self.forwards.values() for events in kinds.values()
+                      for e in events), default=None)
         self.forwards.clear()
         await asyncio.gather(*sent)
+        if oldest is not None:
+            shard.forwarded(oldest)
         join: Join = shard.extra
         self._write_chunks(shard, join)
         self._expire(shard, join)

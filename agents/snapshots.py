@@ -180,9 +180,7 @@ class SnapshotStage:
 
     async def publish(self) -> int:
         """Publish what closed or changed; return the number of snapshots sent."""
-        now = time.monotonic()
-        settled = self.clock.settled(now)
-        watermark = self.clock.time(now)
+        watermark = self.clock.time(time.monotonic())
         if watermark is None:
             return 0
         sent = 0
@@ -192,10 +190,9 @@ class SnapshotStage:
         for key, entry in sorted(self.entries.items(), key=lambda kv: _start_of(kv[0])):
             entity, size, start = parse_window_key(key)
             end = start + size
-            expired = end < watermark - self.settings.retention_s
-            if not entry.closed and not expired and (
-                    settled is None or not self.clock.closed(end, settled)):
+            if not self.clock.closed(end, watermark):
                 continue
+            expired = end < watermark - self.settings.retention_s
             if not entry.closed or entry.dirty:
                 entry.closed = True
                 entry.dirty = False

@@ -43,6 +43,9 @@ REWIND_WAIT_S = 10.0
 
 # The source name of events another shard forwarded through `<app>-byid`.
 FORWARDED = "byid"
+# How long a shard holds windows at the oldest event it forwarded: two heartbeats, by when
+# the receiver's own report counts the forwards as waiting (or applied).
+FORWARD_HOLD_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +147,10 @@ class Shard:
     # never older than their floor, and all they forwarded from before the second is here.
     floors: dict[int, list[float] | None] = field(default_factory=dict)
     floors_changed: bool = False
+    # The oldest event time this shard forwarded recently, and when (monotonic): until the
+    # receivers' own reports show those forwards, this shard holds windows at that time.
+    forwarded_min: float = math.inf
+    forwarded_at: float = -math.inf
     extra: Any = None
     # Sent in this order at each flush: slots, then join chunks, then ingest progress. A
     # crash part-way leaves a prefix on the changelog, and every prefix replays correctly.
@@ -239,6 +246,13 @@ class Shard:
         if active:
             return min(active)
         return max((ts for ts, _ in clocks), default=-math.inf) if own else self.watermark
+
+    def forwarded(self, oldest: float) -> None:
+        """Record that events as old as `oldest` were just forwarded (and delivered)."""
+        now = time.monotonic()
+        recent = now - self.forwarded_at < FORWARD_HOLD_S
+        self.forwarded_min = min(self.forwarded_min, oldest) if recent else oldest
+        self.forwarded_at = now
 
     def own_quiet(self, now: float) -> bool:
         """No event from the shard's own input topics for `worker.idle` (or ever)."""
@@ -686,6 +700,9 @@ class ShardRuntime:
             # Another shard still sending may have forwards on the way that this one's
             # partitions do not show yet: its announcement caps the watermark, and holds.
             held = self._sender_cap(shard, 1) < math.inf
+            if now - shard.forwarded_at < FORWARD_HOLD_S:  # the receivers may not show them
+                held = True
+                wm = shard.forwarded_min if wm is None else min(wm, shard.forwarded_min)
             report[f"{self.logic.family}:{partition}"] = [wm, waiting == 0 and not held]
         await self.partials.send(value=orjson.dumps({"t": "h", "shards": report}))
         if self.forwarding:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.closing import HEARD_WITHIN_S, SETTLE_S, EventClock
+from agents.closing import HEARD_WITHIN_S, EventClock
 
 SHARDS = ["predictions:0", "predictions:1", "telemetry:0", "telemetry:1"]
 
@@ -66,22 +66,6 @@ def test_event_time_never_goes_back_when_a_shard_falls_behind() -> None:
     clock.heard("predictions:1", 150.0, False, now=12.0)
     clock.heard("predictions:0", 160.0, False, now=12.0)
     assert clock.time(12.0) == 150.0
-
-
-def test_a_window_closes_only_once_event_time_stayed_past_it_for_the_settle_time() -> None:
-    clock = _clock(predictions_0=(100.0, False), predictions_1=(100.0, True),
-                   telemetry_0=(100.0, True), telemetry_1=(100.0, True))
-    assert clock.settled(10.0) is None  # no history yet
-    assert clock.settled(10.0 + SETTLE_S / 2) is None
-    assert clock.settled(10.0 + SETTLE_S) == 100.0
-    # forwards just sent to predictions:1 show in its next heartbeat: it holds again
-    clock.heard("predictions:1", 90.0, False, now=11.2)
-    assert clock.settled(11.2) == 90.0
-    assert clock.time(11.2) == 100.0  # what retention follows does not go back
-    clock.heard("predictions:1", 120.0, False, now=11.4)
-    clock.heard("predictions:0", 120.0, False, now=11.4)
-    assert clock.settled(11.4) == 90.0
-    assert clock.settled(11.4 + SETTLE_S) == 120.0
 
 
 @given(st.lists(st.tuples(st.sampled_from(SHARDS), st.floats(0, 1e6), st.booleans()),
