@@ -19,7 +19,6 @@ import asyncio
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,26 +35,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from streams.broker import LocalBroker  # noqa: E402
+from streams.broker import LocalBroker, free_port  # noqa: E402
 from streams.demo import DEMO_CONFIG  # noqa: E402
 
 SIZE = 10.0
 GRACE = 2.0
-
-
-def free_port(span: int = 1) -> int:
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        try:
-            for extra in range(1, span):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port + extra))
-        except OSError:
-            continue
-        return port
-    raise OSError("no free ports")
 
 
 class Worker:

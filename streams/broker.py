@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -291,3 +292,19 @@ async def _metadata_ok(bootstrap: str, client: dict[str, str]) -> bool:
     finally:
         await admin.close()
     return True
+
+
+def free_port(span: int = 1) -> int:
+    """A port free now, with the `span - 1` ports after it free too (a broker takes two)."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        try:
+            for extra in range(1, span):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port + extra))
+        except OSError:
+            continue
+        return port
+    raise OSError(f"no {span} free ports in a row")

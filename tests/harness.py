@@ -20,28 +20,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import RecordMetadata
 
+from streams.broker import free_port
 from streams.kafka import ensure_topics
 from streams.settings import Settings, load_settings
 
 CLI = [sys.executable, "-m", "streams.cli"]
-
-
-def free_port(span: int = 1) -> int:
-    """A port free now, with the `span - 1` ports after it free too (a broker takes two)."""
-    import socket
-
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        try:
-            for extra in range(1, span):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port + extra))
-        except OSError:
-            continue
-        return port
-    raise OSError(f"no {span} free ports in a row")
 
 
 @dataclass

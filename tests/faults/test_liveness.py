@@ -36,6 +36,17 @@ def _snapshots(env: Env) -> list[dict[str, Any]]:
     return [orjson.loads(r.value) for r in read_all(env.bootstrap, env.topic("metrics"))]
 
 
+def _newest_model_windows(env: Env) -> dict[tuple[str, float], dict[str, Any]]:
+    """The newest revision of every (model, window start) published so far."""
+    newest: dict[tuple[str, float], dict[str, Any]] = {}
+    for snap in _snapshots(env):
+        key = (snap.get("model", ""), snap["window_start"])
+        if snap["scope"] == "model" and newest.get(key, {}).get("revision", 0) < snap[
+                "revision"]:
+            newest[key] = snap
+    return newest
+
+
 def _entity(snap: dict[str, Any]) -> str:
     return "/".join(str(snap.get(k)) for k in ("scope", "model", "host", "device", "pipeline",
                                                "stage") if snap.get(k) is not None)
@@ -74,12 +85,7 @@ def test_windows_close_within_grace_plus_5s_while_producers_never_pause(
     correct = traffic.correct(SIZE)
 
     def exact() -> dict[tuple[str, float], dict[str, Any]] | None:
-        newest: dict[tuple[str, float], dict[str, Any]] = {}
-        for snap in _snapshots(env):
-            key = (snap.get("model", ""), snap["window_start"])
-            if snap["scope"] == "model" and newest.get(key, {}).get("revision", 0) < snap[
-                    "revision"]:
-                newest[key] = snap
+        newest = _newest_model_windows(env)
         ok = all(newest.get(k, {}).get("predictions") == n for k, n in want.items())
         return newest if ok else None
 
@@ -198,17 +204,8 @@ def test_two_workers_and_the_broker_killed_mid_traffic_every_window_closes_exact
         time.sleep(max(0.0, traffic.started + 130 - time.time()))
     want, labels, correct = traffic.windows(SIZE), traffic.labels(SIZE), traffic.correct(SIZE)
 
-    def final() -> dict[tuple[str, float], dict[str, Any]]:
-        newest: dict[tuple[str, float], dict[str, Any]] = {}
-        for snap in _snapshots(env):
-            key = (snap.get("model", ""), snap["window_start"])
-            if snap["scope"] == "model" and newest.get(key, {}).get("revision", 0) < snap[
-                    "revision"]:
-                newest[key] = snap
-        return newest
-
     def wrong() -> dict[tuple[str, float], Any]:
-        got = final()
+        got = _newest_model_windows(env)
         return {k: (got.get(k, {}).get("predictions"), n, got.get(k, {}).get("labelled"),
                     labels.get(k)) for k, n in want.items()
                 if got.get(k, {}).get("predictions") != n
@@ -222,5 +219,5 @@ def test_two_workers_and_the_broker_killed_mid_traffic_every_window_closes_exact
               f"paced over {traffic.stopped - traffic.started:.0f}s, 2 workers, 4 partitions; "
               f"SIGKILLed and restarted at once, restart to processing: {'; '.join(restarts)}")
         print(f"windows: {len(want)}; not closed or not exact: {len(bad)} {list(bad.items())[:5]}")
-    got = final()
+    got = _newest_model_windows(env)
     assert all(round(got[k]["accuracy"] * got[k]["labelled"]) == n for k, n in correct.items())
