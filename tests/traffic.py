@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from tests.harness import Env
 
@@ -92,8 +93,8 @@ class Traffic:
         sends: list[Any] = []
 
         def send(base: str, value: Any) -> None:
-            sends.append(producer.send(self.env.topic(base), orjson.dumps(value),
-                                       partition=rng.randrange(parts)))
+            sends.append(_deliver(producer, self.env.topic(base), orjson.dumps(value),
+                                  rng.randrange(parts)))
 
         while not self._stop.is_set():
             now = time.time()
@@ -137,7 +138,7 @@ class Traffic:
                 if "deployments" in self.topics and int(now) % 5 == 0:
                     send("deployments", {"ts": now, "model": model, "version": "1",
                                          "kind": "training_started", "run_id": f"r{int(now)}"})
-            delivered = await asyncio.gather(*await asyncio.gather(*sends))
+            delivered = await asyncio.gather(*sends)
             for meta in delivered:
                 self.messages[meta.topic[len(self.env.prefix):]] += 1
             await asyncio.sleep(max(0.0, self.tick_s - (time.time() - now)))
@@ -145,3 +146,18 @@ class Traffic:
             if tick - last > 2 * self.tick_s + 0.2:
                 self.pauses.append(tick - last)
             last = tick
+
+
+async def _deliver(producer: AIOKafkaProducer, topic: str, value: bytes, partition: int,
+                   limit_s: float = 120.0) -> Any:
+    """Send one message until the broker has it, as a producer with retries does: through a
+    broker restart the same message may be written twice (the service drops duplicates by
+    `event_id`), never lost."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        try:
+            return await (await producer.send(topic, value, partition=partition))
+        except KafkaError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
