@@ -20,6 +20,7 @@ from agents.snapshots import SnapshotStage
 from agents.snapshots import run as run_snapshots
 from agents.telemetry import TelemetryLogic
 from streams import http
+from streams.faust_internals import leave_static_group
 from streams.kafka import faust_credentials
 from streams.loop_lag import LoopLag
 from streams.metrics_view import AlertsView, MetricsView, follow
@@ -89,6 +90,7 @@ def _faust_app(settings: Settings) -> Any:
 
 def create_app(settings: Settings) -> Pulse:
     """Build the Faust app for these settings."""
+    leave_static_group()
     app = _faust_app(settings)
     topics = Topics(settings.topic_prefix)
     n = settings.partitions

@@ -2,7 +2,8 @@
 
 The shard runtime flushes batches outside Faust's per-message path, writes its tables
 changelog first, and must not let Faust's consumer commit past a message it has not
-applied. Faust has no public API for any of these; what
+applied; a static group member must leave its group when it stops (aiokafka's coordinator,
+which Faust drives). Faust has no public API for any of these; what
 is used here is read from faust-streaming 0.15.3 (pinned in pyproject.toml) and is checked
 by the fault tests whenever that pin moves.
 """
@@ -10,14 +11,21 @@ by the fault tests whenever that pin moves.
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiokafka.consumer.group_coordinator import GroupCoordinator
+from aiokafka.errors import KafkaError
+from aiokafka.protocol.api import Request, RequestStruct, Response
+from aiokafka.protocol.types import Array, Int16, Int32, Schema, String
 from faust.streams import _current_event
 from faust.types import TP
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -109,3 +117,65 @@ async def apply_local(write: TableWrite) -> None:
     if delivered:
         tp = TP(write.table.changelog_topic.get_topic_name(), write.event.message.partition)
         store.set_persisted_offset(tp, max(meta.offset for meta in delivered))
+
+
+class _LeaveGroupResponseV3(Response):
+    API_KEY = 13
+    API_VERSION = 3
+    SCHEMA = Schema(("throttle_time_ms", Int32), ("error_code", Int16),
+                    ("members", Array(("member_id", String("utf-8")),
+                                      ("group_instance_id", String("utf-8")),
+                                      ("error_code", Int16))))
+
+
+class _LeaveGroupRequestV3(RequestStruct):
+    API_KEY = 13
+    API_VERSION = 3
+    RESPONSE_TYPE = _LeaveGroupResponseV3
+    SCHEMA = Schema(("group", String("utf-8")),
+                    ("members", Array(("member_id", String("utf-8")),
+                                      ("group_instance_id", String("utf-8")))))
+
+
+class _StaticLeave(Request[_LeaveGroupRequestV3]):
+    API_KEY = 13
+
+    def __init__(self, group: str, member_id: str, instance_id: str) -> None:
+        self._group, self._member = group, (member_id, instance_id)
+
+    def build(self, request_struct_class: type[_LeaveGroupRequestV3]) -> _LeaveGroupRequestV3:
+        return request_struct_class(self._group, [self._member])
+
+
+_leave_dynamic = GroupCoordinator._maybe_leave_group
+
+
+async def _leave(coordinator: Any) -> None:
+    if coordinator.generation > 0 and coordinator._group_instance_id is not None:
+        request = _StaticLeave(coordinator.group_id, coordinator.member_id,
+                               coordinator._group_instance_id)
+        try:
+            response = await coordinator._send_req(request)
+        except KafkaError as err:
+            log.warning("leaving the group as %s failed: %s", coordinator._group_instance_id, err)
+        else:
+            codes = [response.error_code] + [member[2] for member in response.members]
+            if any(codes):
+                log.warning("leaving the group as %s: error codes %s",
+                            coordinator._group_instance_id, codes)
+            else:
+                log.info("left the group as static member %s", coordinator._group_instance_id)
+    await _leave_dynamic(coordinator)
+
+
+def leave_static_group() -> None:
+    """Make a static member that stops cleanly leave its group at once.
+
+    aiokafka sends no LeaveGroup for a static member (group.instance.id), like Kafka's Java
+    client before KIP-1092, so a clean stop (a scale-down, a deploy) leaves its partitions
+    unread until the session timeout. KIP-345's LeaveGroup v3 names the member by its
+    instance id; sent on close, the group rebalances at once. A killed worker still
+    rejoins under its id without a rebalance. Idempotent; patches aiokafka's coordinator
+    class, since Faust builds the consumer (and its coordinator) in its own thread.
+    """
+    GroupCoordinator._maybe_leave_group = _leave

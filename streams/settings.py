@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -97,8 +98,11 @@ class Settings:
     max_future_s: float = 600.0
     idle_s: float = 10.0
     # Static group membership (Kafka's group.instance.id): a worker restarted under the same
-    # id takes its partitions back without waiting out the session timeout, but one that
-    # stops for good keeps them until the timeout. None: dynamic membership.
+    # id takes its partitions back without a rebalance; a clean stop leaves the group at once
+    # (streams.faust_internals.leave_static_group); a worker killed for good keeps its
+    # partitions until the session timeout, as with dynamic membership. The loader defaults
+    # it to "<hostname>-<web port>", stable across restarts and unique per host (two workers
+    # cannot share a web port). None (set it to "") means dynamic membership.
     instance_id: str | None = None
     flush_interval_s: float = 0.5
     max_batch: int = 200
@@ -256,13 +260,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     values = _flatten(_read_toml(config_path)) if config_path else {}
     names = {key: key for key in values}
     for env_key, key in _ENV_KEYS.items():
-        if env.get(env_key):
+        # empty variables are ignored, except an empty instance id (dynamic membership)
+        if env.get(env_key) or (env_key == "FACTORY_INSTANCE_ID" and env_key in env):
             values[key] = env[env_key]
             names[key] = env_key
 
     def get(key: str, default: T, parse: Callable[[str, Any], T]) -> T:
         return parse(names[key], values[key]) if key in values else default
 
+    web_port = get("worker.web_port", 6066, lambda k, v: _int(k, v, 1, 65535))
     prefix = get("kafka.topic_prefix", DEFAULT_PREFIX, lambda k, v: _topic_part(k, v, True))
     sizes: tuple[float, ...] = get("windows.sizes", (60.0,), _window_sizes)
     retention = get("windows.retention", 2 * 86400.0, parse_duration)
@@ -280,14 +286,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         store=get("worker.store", "rocksdb", lambda k, v: _choice(k, v, ("rocksdb", "memory"))),
         state_dir=get("worker.state_dir", Path(".factory"), lambda k, v: Path(_str(k, v))),
         web_host=get("worker.web_host", "127.0.0.1", _str),
-        web_port=get("worker.web_port", 6066, lambda k, v: _int(k, v, 1, 65535)),
+        web_port=web_port,
         window_sizes=sizes,
         retention_s=retention,
         label_horizon_s=get("windows.label_horizon", 86400.0, parse_duration),
         grace_s=get("windows.grace", 10.0, _non_negative_duration),
         max_future_s=get("windows.max_future", 600.0, parse_duration),
         idle_s=get("worker.idle", 10.0, parse_duration),
-        instance_id=get("worker.instance_id", None, lambda k, v: _topic_part(k, v, False)),
+        instance_id=get("worker.instance_id", None, lambda k, v: _topic_part(k, v, True)) or None
+        if "worker.instance_id" in values else _default_instance_id(web_port),
         flush_interval_s=get("worker.flush_interval", 0.5, parse_duration),
         max_batch=get("worker.max_batch", 200, lambda k, v: _int(k, v, 1, 1_000_000)),
         session_timeout_s=get("kafka.session_timeout", 10.0, parse_duration),
@@ -302,6 +309,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         regressors=get("regressors", frozenset(), _regressors),
         config_path=config_path,
     )
+
+
+def _default_instance_id(web_port: int) -> str:
+    """A group instance id that survives restarts: the host's name and the worker's web port."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:80] or "worker"
+    return f"{host}-{web_port}"
 
 
 def _topic_part(key: str, value: Any, allow_empty: bool) -> str:

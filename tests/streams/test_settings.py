@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -21,8 +22,11 @@ def test_defaults_match_the_contract() -> None:
     assert s.store == "rocksdb"
     assert s.security.protocol == "PLAINTEXT"
     assert s.session_timeout_s == 10.0
-    assert s.instance_id is None
+    # static membership by default, under an id that a restart on the same host keeps
+    assert s.instance_id == f"{socket.gethostname()}-6066"
+    assert load_settings({"FACTORY_WEB_PORT": "7001"}).instance_id.endswith("-7001")
     assert load_settings({"FACTORY_INSTANCE_ID": "pulse-0"}).instance_id == "pulse-0"
+    assert load_settings({"FACTORY_INSTANCE_ID": ""}).instance_id is None
 
 
 def test_environment_overrides_the_file(tmp_path: Path) -> None:
