@@ -1,7 +1,7 @@
 """Soak: the demo's traffic for N minutes while a random worker is SIGKILLed (and restarted at
 once) every K seconds; prints what was produced and what was counted.
 
-  python bench/soak.py [--minutes 10] [--kill-every 60] [--workers 2] [--rate 200] [--static]
+  python bench/soak.py [--minutes 10] [--kill-every 60] [--workers 2] [--rate 200] [--dynamic]
 
 Starts its own broker on a private port, N workers in one group (4 partitions, the demo's
 10 s and 60 s windows, grace 2 s) and the simulator, which records every event it sends.
@@ -43,12 +43,12 @@ GRACE = 2.0
 
 
 class Worker:
-    def __init__(self, index: int, env: dict[str, str], work: Path, static: bool) -> None:
+    def __init__(self, index: int, env: dict[str, str], work: Path, dynamic: bool) -> None:
         self.port = free_port()
         self.env = {**env, "FACTORY_WEB_PORT": str(self.port),
                     "FACTORY_STATE_DIR": str(work / f"worker{index}")}
-        if static:
-            self.env["FACTORY_INSTANCE_ID"] = f"worker-{index}"
+        if dynamic:
+            self.env["FACTORY_INSTANCE_ID"] = ""  # the default is static membership
         self.log = work / f"worker{index}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -141,8 +141,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--static", action="store_true",
-                        help="static group membership (FACTORY_INSTANCE_ID per worker)")
+    parser.add_argument("--dynamic", action="store_true",
+                        help="dynamic group membership (the default is static)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="fp-soak-"))
@@ -152,7 +152,7 @@ def main() -> int:
     config.write_text(DEMO_CONFIG)
     env = {**os.environ, "FACTORY_KAFKA_BOOTSTRAP": status.bootstrap,
            "FACTORY_CONFIG": str(config), "PYTHONUNBUFFERED": "1"}
-    workers = [Worker(i, env, work, args.static) for i in range(args.workers)]
+    workers = [Worker(i, env, work, args.dynamic) for i in range(args.workers)]
     sim = None
     try:
         for w in workers:
@@ -207,7 +207,7 @@ def main() -> int:
     q = statistics.quantiles(lags, n=100, method="inclusive") if len(lags) > 1 else lags * 99
     done = [r for r in restarts if r is not None]
     print(f"\nsoak: {args.minutes:g} min, {args.workers} workers "
-          f"({'static' if args.static else 'dynamic'} membership), a SIGKILL every "
+          f"({'dynamic' if args.dynamic else 'static'} membership), a SIGKILL every "
           f"{args.kill_every:g}s, simulator at {args.rate:g} ev/s, 4 partitions "
           f"(work dir {work})")
     rows = [
