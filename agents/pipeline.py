@@ -8,6 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agents.aggregators.window import WindowState
+from schemas import entities
 from schemas.fields import JSON
 from streams.shard import Rows, SimpleLogic
 
@@ -17,7 +18,7 @@ class PipelineLogic(SimpleLogic):
     topic = "pipeline"
 
     def entities(self, event: JSON) -> Iterable[str]:
-        return (f"p:{event['pipeline']}/{event['stage']}",)
+        return (entities.key("p", event["pipeline"], event["stage"]),)
 
     def update(self, entity: str, state: WindowState, rows: Rows,
                picked: npt.NDArray[np.int64]) -> None:

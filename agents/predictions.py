@@ -13,6 +13,7 @@ per few thousand predictions per flush), never as one table write per event.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import zlib
 from collections.abc import Iterable, Iterator
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from schemas import entities
 from schemas.codec import VALIDATORS, Rejection
 from schemas.fields import JSON, Validator
 from streams.settings import Settings
@@ -105,6 +107,18 @@ def forward_messages(kind: str, events: list[JSON], max_bytes: int) -> Iterator[
         yield head + b",".join(parts) + b"]}"
 
 
+def _reused(event: JSON, model: str) -> Rejection:
+    return Rejection(f"event_id: already used by a prediction of model {model!r}",
+                     "event_id", None, orjson.dumps(event))
+
+
+def _misattributed(label: JSON, model: str) -> Rejection:
+    """A label must not score another model's prediction (it could drive a victim's
+    accuracy anywhere); one that arrived before its prediction is rejected when it comes."""
+    return Rejection(f"model: the label names model {label['model']!r}, its prediction is "
+                     f"of model {model!r}", "model", None, orjson.dumps(label))
+
+
 class PredictionLogic:
     family = "predictions"
 
@@ -172,10 +186,19 @@ class PredictionLogic:
                 if ts > newest.get(message.src, -math.inf):
                     newest[message.src] = ts
                 if message.kind == "predictions":
-                    if eid in join.index:
-                        join.duplicates += 1
-                        continue
                     model = event["model"]
+                    held = join.index.get(eid)
+                    if held is not None:
+                        if held[0] == model:
+                            join.duplicates += 1  # a retry: counted once
+                        else:
+                            rejected.append((_reused(event, held[0]), message))
+                        continue
+                    refused = shard.admit((entities.model(model),), ts)
+                    if refused is not None:
+                        rejected.append((dataclasses.replace(refused, raw=orjson.dumps(event)),
+                                         message))
+                        continue
                     predicted = event.get("predicted")
                     join.index[eid] = (model, ts, predicted, join.row_seq("P"))
                     join.new_predictions.append((eid, model, ts, predicted))
@@ -190,12 +213,22 @@ class PredictionLogic:
                     cols.cost.append(math.nan if cost is None else cost)
                     cols.msg.append(mi)
                     orphan = join.orphans.pop(eid, None)
-                    if orphan is not None:
+                    if orphan is None:
+                        pass
+                    elif orphan[2] in (None, model):
                         self._label(join, labels, eid, orphan[0], orphan[1], mi)
+                    else:
+                        label = {"event_id": eid, "ts": orphan[1], "label": orphan[0],
+                                 "model": orphan[2]}
+                        rejected.append((_misattributed(label, model), message))
                 elif eid in join.labelled or eid in join.orphans:
                     join.duplicates += 1  # the first label of a prediction is the one kept
                 elif eid in join.index:
-                    self._label(join, labels, eid, event["label"], ts, mi)
+                    claimed, model = event.get("model"), join.index[eid][0]
+                    if claimed in (None, model):
+                        self._label(join, labels, eid, event["label"], ts, mi)
+                    else:
+                        rejected.append((_misattributed(event, model), message))
                 else:
                     join.orphans[eid] = (event["label"], ts, event.get("model"),
                                          join.row_seq("O"))
@@ -210,8 +243,8 @@ class PredictionLogic:
         """Apply a message of new, well-routed predictions column by column.
 
         Returns the newest event time, or None (nothing applied) when the message holds a
-        duplicate, an event of another shard, one past retention or one an orphan label
-        waits for: those take the event-by-event path.
+        duplicate, an event of another shard, one past retention, one an orphan label
+        waits for or a model new to the shard: those take the event-by-event path.
         """
         events = message.events
         ids = [e["event_id"] for e in events]
@@ -226,6 +259,8 @@ class PredictionLogic:
         if join.orphans and not join.orphans.keys().isdisjoint(ids):
             return None
         models = [e["model"] for e in events]
+        if not {entities.model(m) for m in set(models)} <= shard.entity_ends.keys():
+            return None  # a model new to this shard: admitted (or refused) one by one
         predicted = [e.get("predicted") for e in events]
         pending = len(join.new_predictions)
         seqs = (np.arange(pending, pending + len(ids)) // CHUNK_ROWS
@@ -278,7 +313,7 @@ class PredictionLogic:
             scored = not np.isnan(score).all()
             features = [cols.features[i] for i in np.arange(len(cols.ts))[mine].tolist()]
             featured = any(features)
-            for state, rows in shard.windows(f"m:{model}", ts, msg, messages):
+            for state, rows in shard.windows(entities.model(model), ts, msg, messages):
                 state.family("traffic").update(failed[rows], latency[rows], cost[rows])
                 if scored:
                     state.family("scores").update(score[rows])
@@ -293,7 +328,7 @@ class PredictionLogic:
             msg = np.array(cols.msg, dtype=np.int64)
             delay = np.array(cols.delay)
             regressor = model in self.settings.regressors
-            for state, rows in shard.windows(f"m:{model}", ts, msg, messages):
+            for state, rows in shard.windows(entities.model(model), ts, msg, messages):
                 picked = rows.tolist()
                 state.family("quality").update([cols.predicted[i] for i in picked],
                                                [cols.labels[i] for i in picked],

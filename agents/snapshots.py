@@ -13,6 +13,7 @@ offset, pair training starts with finishes by `run_id`, and track each model's n
 from __future__ import annotations
 
 import bisect
+import logging
 import math
 import time
 from collections.abc import Iterable
@@ -27,9 +28,13 @@ from agents.aggregators.drift import PageHinkley, psi
 from agents.aggregators.window import WindowState
 from agents.alerts import RuleState, applies, evaluate
 from agents.closing import EventClock
+from schemas import entities
+from schemas.codec import VALIDATORS
 from streams.faust_internals import TableWrite, apply_local, send_changelog
 from streams.settings import AlertRule, Settings
 from streams.shard import parse_window_key, window_key
+
+log = logging.getLogger(__name__)
 
 FACTORY = "_factory"
 LIFECYCLE_PART = "lifecycle"
@@ -81,6 +86,7 @@ class SnapshotStage:
         # (re-sent, or from a shard far behind) must not start it again from nothing.
         self.forgotten_before = -math.inf
         self.ignored_partials = 0
+        self.malformed = 0  # records of the partials topic skipped as malformed
         self.loaded = False
         self.writes: dict[str, Any] = {}
         self.deletes: set[str] = set()
@@ -164,7 +170,7 @@ class SnapshotStage:
         self.writes[f"lc|{model}"] = info
         for size in self.settings.window_sizes:
             start = math.floor(ts / size) * size
-            key = window_key(f"m:{model}", size, start)
+            key = window_key(entities.model(model), size, start)
             entry = self.entries.get(key)
             if entry is None:
                 if start + size < self.forgotten_before:
@@ -236,7 +242,7 @@ class SnapshotStage:
         rev = self.factory_revs.get(fkey, 0) + 1
         self.factory_revs[fkey] = rev
         self.writes["factory"] = self.factory_revs
-        await self._send(f"m:{FACTORY}", size, start, rev, merged)
+        await self._send(entities.model(FACTORY), size, start, rev, merged)
         return 1
 
     async def _send(self, entity: str, size: float, start: float, rev: int,
@@ -244,27 +250,21 @@ class SnapshotStage:
         values = state.value()
         if values is None:
             return
-        if (entity.startswith("m:") and entity[2:] not in (FACTORY, "_unattributed")
+        scope, named = entity[0], entities.names(entity)
+        name = named.get("model")
+        if (name is not None and not name.startswith("_")  # the rollup, unattributed samples
                 and size == self.settings.window_sizes[0] and rev == 1):
-            values.update(self._drift(entity[2:], state, values))
-        scope, _, name = entity.partition(":")
-        snapshot: dict[str, Any] = {"scope": {"m": "model", "d": "device", "h": "host",
-                                              "p": "pipeline"}[scope],
+            values.update(self._drift(name, state, values))
+        snapshot: dict[str, Any] = {"scope": entities.SCOPES[scope],
                                     "window_s": size, "window_start": start,
                                     "window_end": start + size, "revision": rev,
                                     "ts": time.time()}
-        if scope == "m":
-            snapshot["model"] = name
+        snapshot.update(named)
+        if name is not None:
             retrains = self.models.get(name, {}).get("retrains", [])
             before = bisect.bisect_right(retrains, start + size)
             if before:
                 snapshot["days_since_retrain"] = (start + size - retrains[before - 1]) / 86400
-        elif scope == "d":
-            snapshot["host"], _, snapshot["device"] = name.partition("/")
-        elif scope == "h":
-            snapshot["host"] = name
-        else:
-            snapshot["pipeline"], _, snapshot["stage"] = name.partition("/")
         snapshot.update(values)
         key = window_key(entity, size, start)[2:].encode()
         await self.metrics.send(key=key, value=orjson.dumps(snapshot))
@@ -314,8 +314,8 @@ class SnapshotStage:
     async def _judge(self, entity: str, size: float, start: float,
                      snapshot: dict[str, Any]) -> None:
         """Run the alert rules over a newly closed window; publish transitions."""
-        scope, _, name = entity.partition(":")
-        scope_name = {"m": "model", "d": "device", "h": "host", "p": "pipeline"}[scope]
+        scope, name = entity[0], entities.display(entity)
+        scope_name = entities.SCOPES[scope]
         for rule in self.settings.alerts:
             if not applies(rule, scope_name, name, size):
                 continue
@@ -396,6 +396,31 @@ def _start_of(key: str) -> float:
     return parse_window_key(key)[2] if key.startswith("w|") else 0.0
 
 
+def _apply(stage: SnapshotStage, doc: Any) -> None:
+    """One record of the partials topic: a window's partial, heartbeats, or deployments.
+    Checked whole before anything is applied."""
+    kind = doc["t"]
+    if kind == "p":
+        shard, key, state = doc["shard"], doc["key"], doc["s"]
+        if not (isinstance(shard, str) and isinstance(key, str) and isinstance(state, dict)):
+            raise TypeError("a partial needs a shard, a key and a state")
+        parse_window_key(key)
+        WindowState.from_state(state).value()  # raises if the state is not one
+        stage.on_partial(shard, key, state)
+    elif kind == "h":
+        beats = [(str(shard), None if wm is None else float(wm), bool(idle))
+                 for shard, (wm, idle) in doc["shards"].items()]
+        for shard, watermark, idle in beats:
+            stage.on_heartbeat(shard, watermark, idle)
+    elif kind == "d":
+        src, offset, events = doc["src"], int(doc["o"]), doc["e"]
+        if not isinstance(src, str) or not isinstance(events, list):
+            raise TypeError("deployments need a source and a list of events")
+        stage.on_deployments(src, offset, [VALIDATORS["deployments"](e) for e in events])
+    else:
+        raise ValueError(f"unknown record type {kind!r}")
+
+
 async def run(stage: SnapshotStage, stream: Any) -> None:
     """The agent body: apply a batch of partials, heartbeats and deployments, then publish."""
     settings = stage.settings
@@ -403,15 +428,15 @@ async def run(stage: SnapshotStage, stream: Any) -> None:
         if not stage.loaded:
             stage.load()
         for event in events:
-            doc = orjson.loads(event.value)
-            kind = doc["t"]
-            if kind == "p":
-                stage.on_partial(doc["shard"], doc["key"], doc["s"])
-            elif kind == "h":
-                for shard, (watermark, idle) in doc["shards"].items():
-                    stage.on_heartbeat(shard, watermark, idle)
-            elif kind == "d":
-                stage.on_deployments(doc["src"], doc["o"], doc["e"])
+            try:
+                _apply(stage, orjson.loads(event.value or b""))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError,
+                    IndexError) as exc:
+                # Only the shards write here, but anyone who can reach the topic could: a
+                # malformed record is skipped and counted, never let crash the stage.
+                stage.malformed += 1
+                log.warning("skipped a malformed record at partials offset %s: %s: %s",
+                            event.message.offset, type(exc).__name__, str(exc)[:200])
         await stage.publish()
         written = stage.write(events[-1])
         await stage.app.producer.flush()

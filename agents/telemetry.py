@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agents.aggregators.window import WindowState
+from schemas import entities
 from schemas.fields import JSON
 from streams.shard import Rows, SimpleLogic
 
@@ -24,8 +25,8 @@ class TelemetryLogic(SimpleLogic):
     topic = "telemetry"
 
     def entities(self, event: JSON) -> Iterable[str]:
-        return (f"m:{event.get('model') or UNATTRIBUTED}", f"d:{event['host']}/{event['device']}",
-                f"h:{event['host']}")
+        return (entities.model(event.get("model") or UNATTRIBUTED),
+                entities.key("d", event["host"], event["device"]), entities.key("h", event["host"]))
 
     def _hourly(self, event: JSON) -> float:
         prices = self.settings.prices.per_hour

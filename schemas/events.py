@@ -13,6 +13,11 @@ from typing import Any, ClassVar, Literal
 from schemas.fields import Scalar, constraint
 
 TS_DOC = "event time, seconds since the Unix epoch (UTC)"
+DAY_S = 86400.0
+# Names of entities (models, hosts, devices, pipelines, stages): no '_' prefix, no invisible
+# characters. Numeric limits below keep every sum and product a window computes finite and
+# within 64 bits (the tightest: cost, power and records, which are summed per window).
+NAME = constraint(name=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,14 +28,14 @@ class Prediction:
 
     event_id: str = field(metadata=constraint(doc="unique id; a repeated id is counted once"))
     ts: float = field(metadata=constraint(ge=0, doc=TS_DOC))
-    model: str
+    model: str = field(metadata=NAME)
     version: str
-    latency_ms: float | None = field(default=None, metadata=constraint(ge=0))
+    latency_ms: float | None = field(default=None, metadata=constraint(ge=0, le=DAY_S * 1000))
     status: Literal["ok", "error"] = "ok"
     predicted: Scalar | None = None
     score: float | None = field(default=None, metadata=constraint(doc="the model's score"))
     features: dict[str, float] | None = None
-    cost_usd: float | None = field(default=None, metadata=constraint(ge=0))
+    cost_usd: float | None = field(default=None, metadata=constraint(ge=0, le=1e6))
     segment: str | None = None
 
 
@@ -43,7 +48,8 @@ class Label:
     event_id: str
     ts: float = field(metadata=constraint(ge=0, doc=TS_DOC))
     label: Scalar
-    model: str | None = None
+    model: str | None = field(default=None, metadata=constraint(
+        name=True, doc="the prediction's model; a label naming another is dead-lettered"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +59,7 @@ class Feedback:
     TOPIC: ClassVar[str] = "feedback"
 
     ts: float = field(metadata=constraint(ge=0, doc=TS_DOC))
-    model: str
+    model: str = field(metadata=NAME)
     event_id: str | None = None
     version: str | None = None
     rating: int | None = field(default=None, metadata=constraint(ge=1, le=5))
@@ -73,11 +79,11 @@ class Deployment:
     TOPIC: ClassVar[str] = "deployments"
 
     ts: float = field(metadata=constraint(ge=0, doc=TS_DOC))
-    model: str
+    model: str = field(metadata=NAME)
     version: str
     kind: DeploymentKind
     run_id: str | None = field(default=None, metadata=constraint(doc="pairs start and finish"))
-    duration_s: float | None = field(default=None, metadata=constraint(ge=0))
+    duration_s: float | None = field(default=None, metadata=constraint(ge=0, le=366 * DAY_S))
     trigger: Literal["scheduled", "drift", "manual"] | None = None
     change: Literal["new_model", "new_features", "retrain", "fix"] | None = None
 
@@ -89,16 +95,16 @@ class Telemetry:
     TOPIC: ClassVar[str] = "telemetry"
 
     ts: float = field(metadata=constraint(ge=0, doc=TS_DOC))
-    host: str
-    device: str
+    host: str = field(metadata=NAME)
+    device: str = field(metadata=NAME)
     kind: Literal["gpu", "cpu"]
     util: float = field(metadata=constraint(ge=0, le=100, doc="utilisation in percent"))
-    interval_s: float = field(metadata=constraint(gt=0))
-    model: str | None = None
+    interval_s: float = field(metadata=constraint(gt=0, le=DAY_S))
+    model: str | None = field(default=None, metadata=NAME)
     device_name: str | None = None
     mem_used_bytes: int | None = field(default=None, metadata=constraint(ge=0))
     mem_total_bytes: int | None = field(default=None, metadata=constraint(gt=0))
-    power_w: float | None = field(default=None, metadata=constraint(ge=0))
+    power_w: float | None = field(default=None, metadata=constraint(ge=0, le=1e6))
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,11 +114,11 @@ class PipelineBatch:
     TOPIC: ClassVar[str] = "pipeline"
 
     ts: float = field(metadata=constraint(ge=0, doc=TS_DOC))
-    pipeline: str
-    stage: str
-    records: int = field(metadata=constraint(ge=0))
-    duration_s: float = field(metadata=constraint(ge=0))
-    bytes: int | None = field(default=None, metadata=constraint(ge=0))
+    pipeline: str = field(metadata=NAME)
+    stage: str = field(metadata=NAME)
+    records: int = field(metadata=constraint(ge=0, le=1e12))
+    duration_s: float = field(metadata=constraint(ge=0, le=DAY_S))
+    bytes: int | None = field(default=None, metadata=constraint(ge=0, le=1e15))
     status: Literal["ok", "error"] = "ok"
 
 

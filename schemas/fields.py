@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -38,10 +39,30 @@ def constraint(
     ge: float | None = None,
     gt: float | None = None,
     le: float | None = None,
+    name: bool = False,
     doc: str = "",
 ) -> dict[str, Any]:
-    """Field metadata: numeric bounds and a description for the JSON Schema."""
-    return {"ge": ge, "gt": gt, "le": le, "doc": doc}
+    """Field metadata: numeric bounds, whether the string names an entity (a model, host,
+    device, pipeline or stage: names starting with `_` are reserved for the service's own,
+    such as the `_factory` rollup), and a description for the JSON Schema."""
+    return {"ge": ge, "gt": gt, "le": le, "name": name, "doc": doc}
+
+
+# Every number is within +-2**53, where doubles still hold every integer exactly: a larger
+# "integer" is not one any more, and sums of such values overflow what JSON encoders accept
+# (64-bit integers). Fields whose sums or products feed a metric have tighter limits.
+MAX_MAGNITUDE = float(2**53)
+
+# Characters no name may hold: C0/C1 controls, line and paragraph separators, and the
+# invisible format characters (zero-width spaces and joiners, bidirectional overrides and
+# isolates, the byte-order mark, interlinear annotation and tag characters) that make two
+# different names look the same, or one name look like another, on a dashboard.
+_INVISIBLE = ("\x00-\x1f\x7f-\x9f\xad\u061c\u180e\u200b-\u200f\u2028-\u202e"
+              "\u2060-\u206f\ufeff\ufff9-\ufffb\U000e0000-\U000e007f")
+INVISIBLE_CHARS = re.compile(f"[{_INVISIBLE}]")
+# The same set as an ECMA-262 pattern for the JSON Schema files (which other languages read).
+INVISIBLE_PATTERN = ("[\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u180e\\u200b-\\u200f"
+                     "\\u2028-\\u202e\\u2060-\\u206f\\ufeff\\ufff9-\\ufffb]")
 
 
 Checker = Callable[[str, Any], Any]
@@ -69,15 +90,18 @@ def _check_number(name: str, value: Any) -> float:
         raise ValidationError(name, f"expected a number, got {_type_name(value)}")
     if not math.isfinite(value):
         raise ValidationError(name, f"expected a finite number, got {value!r}")
+    if abs(value) > MAX_MAGNITUDE:
+        raise ValidationError(name, f"outside +-2**53, got {value!r}")
     return value
 
 
 def _check_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
+    if (isinstance(value, bool) or not isinstance(value, int)) and not (
+            isinstance(value, float) and value.is_integer()):
         raise ValidationError(name, f"expected an integer, got {_type_name(value)}")
-    return value
+    if abs(value) > MAX_MAGNITUDE:
+        raise ValidationError(name, f"outside +-2**53, got {value!r}")
+    return int(value)
 
 
 # Names and ids are keys of state and of Kafka messages: a megabyte "model name" would make
@@ -92,7 +116,18 @@ def _check_str(name: str, value: Any) -> str:
         raise ValidationError(name, "expected a non-empty string")
     if len(value) > MAX_STRING:
         raise ValidationError(name, f"longer than {MAX_STRING} characters ({len(value)})")
+    bad = INVISIBLE_CHARS.search(value)
+    if bad:
+        raise ValidationError(name, f"holds the control or invisible character "
+                                    f"U+{ord(bad.group()):04X}")
     return value
+
+
+def _check_name(name: str, value: Any) -> str:
+    text = _check_str(name, value)
+    if text.startswith("_"):
+        raise ValidationError(name, "names starting with '_' are reserved")
+    return text
 
 
 def _check_bool(name: str, value: Any) -> bool:
@@ -162,7 +197,9 @@ def _strip_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
-def _base_checker(tp: Any) -> Checker:
+def _base_checker(tp: Any, meta: dict[str, Any]) -> Checker:
+    if tp is str and meta.get("name"):
+        return _check_name
     if tp is float:
         return _check_number
     if tp is int:
@@ -204,7 +241,7 @@ def field_specs(record: type[Any]) -> tuple[FieldSpec, ...]:
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         default = None if required or f.default is dataclasses.MISSING else f.default
         meta = dict(f.metadata)
-        check = _bounded(_base_checker(tp), meta)
+        check = _bounded(_base_checker(tp, meta), meta)
         specs.append(FieldSpec(f.name, tp, required, nullable, default, meta, check))
     return tuple(specs)
 
@@ -287,15 +324,19 @@ def _column_check(spec: FieldSpec) -> Callable[[list[Any]], bool]:
         if get_origin(tp) is Literal:
             return {v for v in column if v is not None} <= choices
         if tp is str:
-            return "" not in column and max(map(len, filter(None, column)), default=0) <= (
-                MAX_STRING)
+            present = [v for v in column if v is not None]
+            if "" in present or max(map(len, present), default=0) > MAX_STRING:
+                return False
+            if spec.meta.get("name") and any(v[0] == "_" for v in present):
+                return False
+            return not INVISIBLE_CHARS.search(" ".join(present))
         if tp == dict[str, float]:
             values = [v for d in column if d for v in d.values()]
             return set(map(type, values)) <= {float, int} and _finite_within(values, None, None,
                                                                            None)
         if numeric or tp == Scalar:
             if tp == Scalar:
-                column = [v for v in column if type(v) is float]
+                column = [v for v in column if type(v) is float or type(v) is int]
             elif _NONE in set(map(type, column)):
                 column = [v for v in column if v is not None]
             return _finite_within(column, ge, gt, le)
@@ -312,6 +353,8 @@ def _finite_within(values: list[Any], ge: float | None, gt: float | None,
     if not np.isfinite(arr).all():
         return False
     low, high = float(arr.min()), float(arr.max())
+    if max(-low, high) > MAX_MAGNITUDE:
+        return False
     return ((ge is None or low >= ge) and (gt is None or low > gt)
             and (le is None or high <= le))
 

@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args, get_origin
 import orjson
 
 from schemas.events import INPUT_RECORDS
-from schemas.fields import MAX_STRING, Scalar, field_specs
+from schemas.fields import INVISIBLE_PATTERN, MAX_MAGNITUDE, MAX_STRING, Scalar, field_specs
 from schemas.outputs import OUTPUT_RECORDS
 
 SCHEMA_DIR = Path(__file__).with_name("json")
@@ -48,6 +48,12 @@ def record_schema(record: type[Any], direction: str) -> dict[str, Any]:
         prop = _type_schema(spec.type)
         if spec.type is str and direction == "input":
             prop["maxLength"] = MAX_STRING
+            prop["pattern"] = (f"^(?!_)(?!.*{INVISIBLE_PATTERN})" if spec.meta.get("name")
+                               else f"^(?!.*{INVISIBLE_PATTERN})")
+        if direction == "input":
+            number = prop["additionalProperties"] if spec.type == dict[str, float] else prop
+            if spec.type in (float, int, Scalar, dict[str, float]):
+                number["minimum"], number["maximum"] = -MAX_MAGNITUDE, MAX_MAGNITUDE
         for key, schema_key in (("ge", "minimum"), ("gt", "exclusiveMinimum"), ("le", "maximum")):
             if spec.meta.get(key) is not None:
                 prop[schema_key] = spec.meta[key]

@@ -32,6 +32,9 @@ class DeadLetter:
     key: str | None = None
     truncated: bool = False
     value_encoding: Literal["utf-8", "base64"] = "utf-8"
+    count: int = spec(default=1, metadata=constraint(
+        ge=1, doc="events this record stands for: past the first few bad events of one "
+                  "message, the rest share one record (batch_index is the first of them)"))
 
 
 @dataclass(frozen=True, slots=True)

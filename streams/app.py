@@ -6,6 +6,7 @@ worker command creates the topics, then hands the app to a Faust worker.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from streams.metrics_view import AlertsView, MetricsView, follow
 from streams.settings import Settings
 from streams.shard import FORWARDED, ShardRuntime
 from streams.sink import OutputSink
+from streams.supervision import fail_fast
 from streams.topics import BYID_TOPIC, PARTIALS_TOPIC, SNAPSHOT_TABLE, Topics, shard_table
 
 JSON_SCHEMA = faust.Schema(key_serializer="json", value_serializer="json")
@@ -116,8 +118,10 @@ def create_app(settings: Settings) -> Pulse:
         runtime = ShardRuntime(app, settings, logic_type(settings, sources), table, partials,
                                outputs["deadletter"], byid=byid)
         channel = app.topic(*sources, partitions=n)
-        app.agent(channel, name=f"{family}_shards")(runtime.run)
-        app.timer(HEARTBEAT_S, name=f"{family}_heartbeat")(_beat(runtime))
+        app.agent(channel, name=f"{family}_shards")(
+            fail_fast(f"{family}_shards", runtime.run))
+        app.timer(HEARTBEAT_S, name=f"{family}_heartbeat")(
+            fail_fast(f"{family}_heartbeat", runtime.heartbeat))
         runtimes[family] = runtime
 
     table = app.Table(SNAPSHOT_TABLE, partitions=1, schema=JSON_SCHEMA)
@@ -127,7 +131,7 @@ def create_app(settings: Settings) -> Pulse:
     async def snapshots(stream: Any) -> None:
         await run_snapshots(stage, stream)
 
-    app.agent(partials, name="snapshots")(snapshots)
+    app.agent(partials, name="snapshots")(fail_fast("snapshots", snapshots))
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
@@ -144,17 +148,9 @@ def create_app(settings: Settings) -> Pulse:
 
     alerts = AlertsView()
 
-    @app.task
-    async def follow_metrics() -> None:
-        await follow(settings, topics.outputs["metrics"], view)
-
-    @app.task
-    async def follow_alerts() -> None:
-        await follow(settings, topics.outputs["alerts"], alerts)
-
-    @app.task
-    async def follow_retraining() -> None:
-        await follow(settings, topics.outputs["retraining"], alerts)
+    for output, into in (("metrics", view), ("alerts", alerts), ("retraining", alerts)):
+        app.task(fail_fast(f"follow_{output}", functools.partial(
+            follow, settings, topics.outputs[output], into)))
 
     loop_lag = LoopLag()
 
@@ -167,9 +163,3 @@ def create_app(settings: Settings) -> Pulse:
     http.register(pulse)
     return pulse
 
-
-def _beat(runtime: ShardRuntime) -> Any:
-    async def beat() -> None:
-        await runtime.heartbeat()
-
-    return beat

@@ -47,6 +47,7 @@ def dead_letter(
         "value": value,
         "value_encoding": encoding,
         "truncated": truncated,
+        "count": rejection.count,
         "ts": time.time(),
     }
 

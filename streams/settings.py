@@ -49,6 +49,21 @@ class KafkaSecurity:
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """How many distinct entities of each kind one partition of a family's table may hold
+    (those with a window inside the retention). An event that would add one more is
+    dead-lettered, naming the setting; the whole service holds at most `partitions` times
+    these. State, memory and `/metrics` grow with entities: these keep them bounded by
+    configuration when a producer sends a new model name (or device, host, pipeline stage)
+    with every event."""
+
+    models: int = 250
+    devices: int = 1000
+    hosts: int = 250
+    pipelines: int = 250  # pipeline stages
+
+
+@dataclass(frozen=True, slots=True)
 class Prices:
     """Compute prices: USD per device-hour by `device_name` or `kind`, and per kWh."""
 
@@ -96,6 +111,10 @@ class Settings:
     label_horizon_s: float = 86400.0
     grace_s: float = 10.0
     max_future_s: float = 600.0
+    # Events stamped further back than this before now are dead-lettered, from a fresh
+    # shard's first event on (a 1970 timestamp would otherwise open a 1970 window). The
+    # loader defaults it to the retention; a backfill of older history raises it.
+    max_age_s: float = 2 * 86400.0
     idle_s: float = 10.0
     # Static group membership (Kafka's group.instance.id): a worker restarted under the same
     # id takes its partitions back without a rebalance; a clean stop leaves the group at once
@@ -115,6 +134,7 @@ class Settings:
     retrain_cooldown_s: float = 6 * 3600.0
     drift_reference_size: int = 2000
     drift_pinned: Mapping[str, Path] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
     prices: Prices = field(default_factory=Prices)
     regressors: frozenset[str] = frozenset()
     config_path: Path | None = None
@@ -211,10 +231,11 @@ _SECTIONS = {
               "session_timeout", "max_message_bytes"},
     "worker": {"app_id", "store", "state_dir", "web_host", "web_port", "flush_interval",
                "max_batch", "idle", "instance_id"},
-    "windows": {"sizes", "retention", "label_horizon", "grace", "max_future"},
+    "windows": {"sizes", "retention", "label_horizon", "grace", "max_future", "max_age"},
     "prices": {"per_hour", "per_kwh"},
     "retraining": {"cooldown"},
     "drift": {"reference_size", "pinned"},
+    "limits": {"models", "devices", "hosts", "pipelines"},
 }
 _TOP_LEVEL = {*_SECTIONS, "regressors", "alerts"}
 
@@ -292,6 +313,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         label_horizon_s=get("windows.label_horizon", 86400.0, parse_duration),
         grace_s=get("windows.grace", 10.0, _non_negative_duration),
         max_future_s=get("windows.max_future", 600.0, parse_duration),
+        max_age_s=get("windows.max_age", retention, parse_duration),
         idle_s=get("worker.idle", 10.0, parse_duration),
         instance_id=get("worker.instance_id", None, lambda k, v: _topic_part(k, v, True)) or None
         if "worker.instance_id" in values else _default_instance_id(web_port),
@@ -302,6 +324,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                               lambda k, v: _int(k, v, 1024, 64 * 1024 * 1024)),
         alerts=_alert_rules(values.get("alerts"), sizes),
         retrain_cooldown_s=get("retraining.cooldown", 6 * 3600.0, parse_duration),
+        limits=Limits(**{name: get(f"limits.{name}", getattr(Limits(), name),
+                                   lambda k, v: _int(k, v, 1, 1_000_000))
+                         for name in ("models", "devices", "hosts", "pipelines")}),
         drift_reference_size=get("drift.reference_size", 2000,
                                  lambda k, v: _int(k, v, 10, 10_000_000)),
         drift_pinned=get("drift.pinned", {}, _pinned),

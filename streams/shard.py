@@ -15,10 +15,12 @@ are skipped for that slot: replays cannot double count, without Kafka transactio
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -29,6 +31,7 @@ import orjson
 
 from agents.aggregators.window import WindowState
 from schemas.codec import VALIDATORS, Rejection, decode_message
+from schemas.entities import FIELDS, LIMITS, SCOPES
 from schemas.fields import JSON, Validator
 from streams import deadletter
 from streams.faust_internals import TableWrite, apply_local, release, rewind, send_changelog
@@ -152,6 +155,10 @@ class Shard:
     forwarded_min: float = math.inf
     forwarded_at: float = -math.inf
     extra: Any = None
+    # Entity keys with a window inside the retention -> the latest window end, and how many
+    # of each scope there are: what `[limits]` caps (`admit`).
+    entity_ends: dict[str, float] = field(default_factory=dict)
+    entity_counts: Counter[str] = field(default_factory=Counter)
     # Sent in this order at each flush: slots, then join chunks, then ingest progress. A
     # crash part-way leaves a prefix on the changelog, and every prefix replays correctly.
     # The local store is written after the changelog has them (`streams.faust_internals`).
@@ -183,15 +190,53 @@ class Shard:
         """Keep a slot's written value (and know when it expires)."""
         if local not in self.stored:
             heapq.heappush(self.ends, (end, local))
+            self._hold(parse_window_key(local)[0], end)
         self.stored[local] = value
 
     def expire(self) -> None:
         """Delete every slot that ended before `expired_before`, hot or cold."""
+        popped = False
         while self.ends and self.ends[0][0] < self.expired_before:
             _, local = heapq.heappop(self.ends)
             if self.stored.pop(local, None) is not None:
                 self.delete(local)
             self.slots.pop(local, None)
+            popped = True
+        if popped:
+            for key, end in list(self.entity_ends.items()):
+                if end < self.expired_before:
+                    del self.entity_ends[key]
+                    self.entity_counts[key[0]] -= 1
+
+    def admit(self, keys: Iterable[str], ts: float) -> Rejection | None:
+        """Count the entities of an event at `ts`, or say why it is refused: one of them
+        would be one more than its `[limits]` setting allows in this partition."""
+        new = [key for key in keys if key not in self.entity_ends]
+        for scope, n in Counter(key[0] for key in new).items():
+            setting = LIMITS.get(scope)
+            if setting is None:
+                continue
+            cap = getattr(self.settings.limits, setting)
+            if self.entity_counts[scope] + n > cap:
+                name = SCOPES[scope]
+                return Rejection(f"{name}: partition {self.partition} already holds {cap} "
+                                 f"{setting} (limits.{setting}); a new {name} is refused "
+                                 "until one ages out of the retention",
+                                 FIELDS[scope][0], None, b"")
+        end = ts + self.settings.window_sizes[-1]
+        for key in keys:
+            self._hold(key, end)
+        return None
+
+    def _hold(self, key: str, end: float) -> None:
+        if key[0] not in LIMITS:
+            return
+        before = self.entity_ends.get(key)
+        if before is None:
+            self.entity_counts[key[0]] += 1
+            self.entity_ends[key] = end
+        elif end > before:
+            self.entity_ends[key] = end
 
     def put(self, local: str, value: Any, phase: int) -> None:
         self.pending_writes[phase][local] = value
@@ -319,7 +364,12 @@ def group_by_entity(shard: Shard, messages: list[Message],
                 continue
             if ts > newest.get(message.src, -math.inf):
                 newest[message.src] = ts
-            for entity in entities(event):
+            keys = tuple(entities(event))
+            refused = shard.admit(keys, ts)
+            if refused is not None:
+                rejected.append((dataclasses.replace(refused, raw=orjson.dumps(event)), message))
+                continue
+            for entity in keys:
                 rows = groups.get(entity)
                 if rows is None:
                     rows = groups[entity] = Rows()
@@ -470,22 +520,17 @@ class ShardRuntime:
             taken.append(event)
             validate = self.logic.validator(src)
             if validate is None:
-                doc = orjson.loads(event.value)
-                message = Message(src, msg.offset, doc["e"], doc["k"])
-                rejections: list[Rejection] = []
-                if doc["k"] == "floors":
-                    shard.floors.update((int(k), v) for k, v in doc["f"].items())
-                    shard.floors_changed = True
+                message, rejections = self._internal(shard, src, msg.offset, event.value)
             else:
                 valid, rejections = decode_message(event.value, validate,
                                                    self.settings.max_message_bytes)
-                valid, late = self._screen_future(valid)
+                valid, late = self._screen_time(valid)
                 rejections.extend(late)
                 message = Message(src, msg.offset, valid, src)
             rejected.extend((r, msg.topic, msg.partition, msg.offset, msg.key)
                             for r in rejections)
             shard.ingest[msg.topic] = progress.advance(msg.offset, len(message.events),
-                                                       len(rejections))
+                                                       sum(r.count for r in rejections))
             by_partition.setdefault(msg.partition, []).append(message)
         topics = {src: topic for topic, src in self.logic.sources.items()}
         for partition, messages in by_partition.items():
@@ -543,15 +588,46 @@ class ShardRuntime:
         await rewind(self.app, tp, applied + 1)
         return False
 
-    def _screen_future(self, events: list[JSON]) -> tuple[list[JSON], list[Rejection]]:
-        """Events stamped too far in the future would close every window early."""
-        limit = time.time() + self.settings.max_future_s
-        if all(e["ts"] <= limit for e in events):
+    def _internal(self, shard: Shard, src: str, offset: int, value: bytes | None,
+                  ) -> tuple[Message, list[Rejection]]:
+        """A record of the shards' own topic: events forwarded by another shard, or its
+        floors. Checked like input all the same (anyone who can write to the topic can send
+        anything): what is malformed is dead-lettered, never let crash the agent."""
+        try:
+            doc = orjson.loads(value or b"")
+            kind = doc["k"]
+            if kind == "floors":
+                floors = {int(k): None if v is None else [float(v[0]), float(v[1])]
+                          for k, v in doc["f"].items()}
+                shard.floors.update(floors)
+                shard.floors_changed = True
+                return Message(src, offset, [], kind), []
+            validate = self.logic.validator(kind) if isinstance(kind, str) else None
+            if validate is None or not isinstance(doc["e"], list):
+                raise ValueError(f"unknown kind {kind!r}" if validate is None
+                                 else "events must be an array")
+            events, rejections = decode_message(orjson.dumps(doc["e"]), validate)
+            events, late = self._screen_time(events)
+            return Message(src, offset, events, kind), rejections + late
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError,
+                IndexError) as exc:
+            reason = f"malformed record on an internal topic: {type(exc).__name__}: {exc}"
+            return Message(src, offset, [], src), [Rejection(reason[:500], None, None,
+                                                            value or b"")]
+
+    def _screen_time(self, events: list[JSON]) -> tuple[list[JSON], list[Rejection]]:
+        """Events stamped too far in the future would close every window early; events
+        older than `windows.max_age` would open windows the retention has long forgotten."""
+        now = time.time()
+        low, high = now - self.settings.max_age_s, now + self.settings.max_future_s
+        if all(low <= e["ts"] <= high for e in events):
             return events, []
-        keep = [e for e in events if e["ts"] <= limit]
-        late = [time_rejection(e, f"ts: more than {self.settings.max_future_s:g}s in the "
-                                  "future") for e in events if e["ts"] > limit]
-        return keep, late
+        keep = [e for e in events if low <= e["ts"] <= high]
+        out = [time_rejection(e, f"ts: more than {self.settings.max_future_s:g}s in the future"
+                              if e["ts"] > high else f"ts: older than windows.max_age "
+                              f"({self.settings.max_age_s:g}s) before now")
+               for e in events if not low <= e["ts"] <= high]
+        return keep, out
 
     async def _flush(self, shard: Shard, high: dict[str, int], event: Any) -> TableWrite:
         """Apply the batch's slot offsets, send partials and changelog records; the local

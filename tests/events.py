@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+# An hour ago, on the hour: within the retention and max_age (events older than `max_age`
+# before now are dead-lettered), so the same events serve unit and integration tests.
+T0 = float(int(time.time()) // 3600 * 3600 - 3600)
+
 VALID: dict[str, dict[str, Any]] = {
-    "predictions": {"event_id": "p-1", "ts": 1_700_000_000.5, "model": "churn", "version": "v3",
+    "predictions": {"event_id": "p-1", "ts": T0 + 0.5, "model": "churn", "version": "v3",
                     "latency_ms": 12.5, "status": "ok", "predicted": 1, "score": 0.83,
                     "features": {"age": 41.0, "tenure": 3}, "cost_usd": 0.0001,
                     "segment": "eu", "extra_field": "kept"},
-    "labels": {"event_id": "p-1", "ts": 1_700_000_900.0, "label": 1, "model": "churn"},
-    "feedback": {"ts": 1_700_000_010.0, "model": "churn", "event_id": "p-1", "version": "v3",
+    "labels": {"event_id": "p-1", "ts": T0 + 900.0, "label": 1, "model": "churn"},
+    "feedback": {"ts": T0 + 10.0, "model": "churn", "event_id": "p-1", "version": "v3",
                  "rating": 4, "thumbs": 1, "engaged": True},
-    "deployments": {"ts": 1_700_000_000, "model": "churn", "version": "v4",
+    "deployments": {"ts": int(T0), "model": "churn", "version": "v4",
                     "kind": "training_finished", "run_id": "r-9", "duration_s": 5400.0,
                     "trigger": "drift", "change": "retrain"},
-    "telemetry": {"ts": 1_700_000_000.0, "host": "node-1", "device": "gpu0", "kind": "gpu",
+    "telemetry": {"ts": T0, "host": "node-1", "device": "gpu0", "kind": "gpu",
                   "util": 87.5, "interval_s": 10.0, "model": "churn",
                   "device_name": "NVIDIA H200", "mem_used_bytes": 80_000_000_000,
                   "mem_total_bytes": 141_000_000_000, "power_w": 650.0},
-    "pipeline": {"ts": 1_700_000_000.0, "pipeline": "features", "stage": "join",
+    "pipeline": {"ts": T0, "pipeline": "features", "stage": "join",
                  "records": 50_000, "duration_s": 2.5, "bytes": 12_000_000, "status": "ok"},
 }
 
@@ -46,6 +51,32 @@ INVALID_FIELDS: list[tuple[str, str, Any, str]] = [
     ("pipeline", "records", 2.5, "expected an integer"),
     ("predictions", "model", "m" * 100_000, "longer than 512 characters"),
     ("labels", "event_id", "e" * 513, "longer than 512 characters"),
+    # every number that passes can be summed and encoded (hostile-input findings, issue 11)
+    ("predictions", "predicted", 1e20, "outside +-2**53"),
+    ("predictions", "predicted", 2**64, "outside +-2**53"),
+    ("predictions", "score", -1e300, "outside +-2**53"),
+    ("predictions", "features", {"x": 1e300}, "outside +-2**53"),
+    ("predictions", "cost_usd", 1e308, "outside +-2**53"),
+    ("predictions", "cost_usd", 1e7, "must be <= 1e+06"),
+    ("predictions", "latency_ms", 1e12, "must be <= 8.64e+07"),
+    ("pipeline", "records", 1e20, "outside +-2**53"),
+    ("pipeline", "records", 10**13, "must be <= 1e+12"),
+    ("pipeline", "bytes", 2 * 10**15, "must be <= 1e+15"),
+    ("telemetry", "interval_s", 1e308, "outside +-2**53"),
+    ("telemetry", "interval_s", 1e5, "must be <= 86400"),
+    ("telemetry", "power_w", 1e7, "must be <= 1e+06"),
+    ("deployments", "duration_s", 1e9, "must be <= 3.16224e+07"),
+    # names: reserved prefix, invisible characters that make two names look alike
+    ("predictions", "model", "_factory", "reserved"),
+    ("telemetry", "host", "_unattributed", "reserved"),
+    ("pipeline", "stage", "_x", "reserved"),
+    ("labels", "model", "_factory", "reserved"),
+    ("predictions", "model", "fraud\u202e", "U+202E"),
+    ("predictions", "model", "fra\u200bud", "U+200B"),
+    ("telemetry", "device", "gpu\x000", "U+0000"),
+    ("pipeline", "pipeline", "etl\nload", "U+000A"),
+    ("predictions", "version", "v1\u2066", "U+2066"),
+    ("labels", "event_id", "e\ufeff1", "U+FEFF"),
 ]
 
 REQUIRED: dict[str, list[str]] = {

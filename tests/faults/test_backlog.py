@@ -18,6 +18,7 @@ from streams.topics import route
 from tests.harness import Env, Worker, produce, read_all, snapshots_by_window, wait_for
 
 CONFIG = ('[windows]\nsizes = ["60s"]\ngrace = "1s"\nretention = "1h"\n'
+          'max_age = "1d"\n'
           '[worker]\nidle = "2s"\n')
 
 

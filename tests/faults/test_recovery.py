@@ -193,6 +193,7 @@ def test_shuffled_and_late_events_on_time_windows_exact_late_ones_corrected(
 ) -> None:
     configured_worker(env, tmp_path, worker_factory,
                       '[windows]\nsizes = ["60s"]\ngrace = "30s"\nretention = "1h"\n'
+                      'max_age = "1d"\n'
                       '[worker]\nidle = "2s"\n')
     rng = random.Random(9)
     start = (time.time() // 3600 - 2) * 3600
@@ -251,6 +252,7 @@ def test_state_stays_bounded_by_the_retention_across_restarts(
     worker = configured_worker(
         env, tmp_path, worker_factory,
         '[windows]\nsizes = ["60s"]\ngrace = "1s"\nretention = "30m"\n'
+        'max_age = "1d"\n'
         'label_horizon = "30m"\n[worker]\nidle = "2s"\n')
     start = (time.time() // 3600 - 4) * 3600
     per_minute = 20

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import orjson
 
-from schemas.codec import VALIDATORS, decode_message
+from schemas.codec import MAX_REJECTIONS, VALIDATORS, decode_message
 from tests.events import VALID, with_field
 
 VALIDATE = VALIDATORS["predictions"]
@@ -55,3 +55,20 @@ def test_a_message_over_the_limit_is_rejected_whole_before_parsing() -> None:
     assert f"{len(batch):,} bytes" in rejected[0].reason
     assert "kafka.max_message_bytes" in rejected[0].reason
     assert len(decode_message(batch, VALIDATE, max_bytes=len(batch))[0]) == 50
+
+
+def test_a_message_of_many_bad_events_makes_a_bounded_number_of_rejections() -> None:
+    # the hostile message of the issue: one megabyte of zeros in a JSON array
+    value = b"[" + b",".join([b"0"] * 520_000) + b"]"
+    good = orjson.dumps(VALID["predictions"])
+    events, rejections = decode_message(value[:-1] + b"," + good + b"]",
+                                        VALIDATORS["predictions"], 4 * 1024 * 1024)
+    assert len(events) == 1
+    assert len(rejections) == MAX_REJECTIONS + 1
+    assert [r.batch_index for r in rejections[:MAX_REJECTIONS]] == list(range(MAX_REJECTIONS))
+    rest = rejections[-1]
+    assert rest.count == 520_000 - MAX_REJECTIONS
+    assert rest.batch_index == MAX_REJECTIONS
+    assert "must be a JSON object" in rest.reason
+    assert sum(r.count for r in rejections) == 520_000
+    assert len(rest.raw) < 100  # a sample of the rest, not all of it
