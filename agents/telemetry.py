@@ -1,7 +1,8 @@
 """Telemetry: utilisation per device, host and model; compute cost and energy per model.
 
 A sample counts towards its device, its host and the model it serves (`_unattributed` when it
-names none). Hosts and models average GPU samples only; a device averages its own samples.
+names none), energy and compute cost included. Hosts and models average GPU samples only; a
+device averages its own samples.
 """
 
 from __future__ import annotations
@@ -41,9 +42,10 @@ class TelemetryLogic(SimpleLogic):
                         else math.nan for e in events])
         util_rows = (np.ones(len(events), dtype=bool) if entity.startswith("d:")
                      else np.array([e["kind"] == "gpu" for e in events]))
-        charge = entity.startswith("m:")  # cost and energy are attributed to models only
-        hourly = np.array([self._hourly(e) if charge else math.nan for e in events])
-        power = rows.column("power_w")[picked] if charge else np.full(len(events), math.nan)
+        # Every sample's energy and cost count for its device, its host and its model: each
+        # scope sums them over its own samples (the factory rollup merges models only, so
+        # nothing is counted twice there).
+        hourly = np.array([self._hourly(e) for e in events])
         state.family("usage").update(
-            rows.column("util")[picked], rows.column("interval_s")[picked], mem, power, hourly,
-            self.settings.prices.per_kwh if charge else None, util_rows)
+            rows.column("util")[picked], rows.column("interval_s")[picked], mem,
+            rows.column("power_w")[picked], hourly, self.settings.prices.per_kwh, util_rows)

@@ -259,17 +259,27 @@ def _lifecycle(log: FactoryLog, out: dict[tuple[str, str, float], dict[str, Any]
 
 
 def _devices(log: FactoryLog, out: dict[tuple[str, str, float], dict[str, Any]]) -> None:
-    rows: dict[tuple[str, float], list[dict[str, Any]]] = defaultdict(list)
+    """Devices average all their samples, hosts their GPU samples; both count every
+    sample's energy and compute cost."""
+    rows: dict[tuple[str, str, float], list[dict[str, Any]]] = defaultdict(list)
     for t in log.events["telemetry"]:
-        rows[(f"{t['host']}/{t['device']}", _win(t["ts"]))].append(t)
-    for (name, start), samples in rows.items():
-        secs = sum(t["interval_s"] for t in samples)
-        mem = [t["mem_used_bytes"] / t["mem_total_bytes"] for t in samples
+        rows[("device", f"{t['host']}/{t['device']}", _win(t["ts"]))].append(t)
+        rows[("host", t["host"], _win(t["ts"]))].append(t)
+    for (scope, name, start), samples in rows.items():
+        used = samples if scope == "device" else [t for t in samples if t["kind"] == "gpu"]
+        secs = sum(t["interval_s"] for t in used)
+        mem = [t["mem_used_bytes"] / t["mem_total_bytes"] for t in used
                if "mem_used_bytes" in t]
-        out[("device", name, start)] = {
-            "gpu_util_avg": sum(t["util"] / 100 * t["interval_s"] for t in samples) / secs,
-            "idle_share": sum(t["interval_s"] for t in samples if t["util"] < 5) / secs,
+        energy = sum(t.get("power_w", 0.0) * t["interval_s"] for t in samples)
+        compute = sum(t["interval_s"] / 3600 * _price(t) for t in samples)
+        out[(scope, name, start)] = {
+            "gpu_util_avg": sum(t["util"] / 100 * t["interval_s"] for t in used) / secs
+            if secs else None,
+            "idle_share": sum(t["interval_s"] for t in used if t["util"] < 5) / secs
+            if secs else None,
             "mem_util_avg": float(np.mean(mem)) if mem else None,
+            "energy_j": energy,
+            "cost_usd": compute + energy / 3.6e6 * PER_KWH,
         }
 
 

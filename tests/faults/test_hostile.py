@@ -113,14 +113,18 @@ def test_hostile_input_is_dead_lettered_and_good_neighbours_are_counted(
         if letter["count"] == 1:
             print(f"  {letter['topic'].split('.')[-1]}: {letter['reason'][:110]}")
 
-    assert models["good"]["predictions"] == 20 and models["good"]["accuracy"] == 1.0
-    assert models["victim"]["predictions"] == 11 and models["victim"]["accuracy"] == 1.0
+    assert models["good"]["predictions"] == 20
+    assert models["good"]["accuracy"] == 1.0
+    assert models["victim"]["predictions"] == 11
+    assert models["victim"]["accuracy"] == 1.0
     assert not {"fra\u200bud", "other", "cap2", "cap3"} & set(models)
     rollups = Counter((s["window_start"], s["revision"]) for s in snaps
                       if isinstance(s, dict) and s.get("model") == "_factory")
-    assert rollups and max(rollups.values()) == 1  # only the service writes the rollup
+    assert rollups
+    assert max(rollups.values()) == 1
     assert {("rack1/node2", "gpu0"), ("rack1", "node2/gpu0")} <= devices
-    assert ("rack1", "gpu1") not in devices and ("rack1", "gpu2") not in devices
+    assert ("rack1", "gpu1") not in devices
+    assert ("rack1", "gpu2") not in devices
     assert {("etl/raw", "load"), ("etl", "raw/load")} <= stages
     assert ("etl", "load") not in stages
 
@@ -136,7 +140,8 @@ def test_hostile_input_is_dead_lettered_and_good_neighbours_are_counted(
     assert len(why("limits.models")) == 2
     zeros = [d for d in letters if d["topic"] == env.topic("predictions")
              and ("more bad events" in d["reason"] or "JSON object" in d["reason"])]
-    assert len(zeros) == 11 and sum(d["count"] for d in zeros) == 520_000
+    assert len(zeros) == 11
+    assert sum(d["count"] for d in zeros) == 520_000
     assert len(why("malformed record on an internal topic")) == 1
     assert len(why("must be a JSON object")) >= 1
 
