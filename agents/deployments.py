@@ -31,6 +31,9 @@ class DeploymentLogic:
     def load(self, shard: Shard, items: Iterable[tuple[str, Any]]) -> None:
         shard.extra = None
 
+    def unload(self, shard: Shard) -> None:
+        return None
+
     def apply(self, shard: Shard, messages: list[Message]) -> list[tuple[Rejection, Message]]:
         groups, rejected = group_by_entity(shard, messages, lambda e: ("all",))
         rows = groups.get("all")

@@ -6,8 +6,9 @@ partition (a producer that keys differently) are forwarded once to the `byid` to
 right one; the client library partitions by the same hash, so it never pays for that hop.
 
 The join keeps, per shard and for the label horizon, each prediction's model, time and
-predicted value. It lives in memory as dicts and on the changelog as chunks (one table value
-per few thousand predictions per flush), never as one table write per event.
+predicted value. It lives on the changelog as chunks (one table value per few thousand
+predictions per flush, never one table write per event), and for lookups in an on-disk index
+rebuilt from them at every load (`agents.join_index`): memory does not grow with it.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ import dataclasses
 import math
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import orjson
 
+from agents.join_index import Join, Memory
 from schemas import entities
 from schemas.codec import VALIDATORS, Rejection
 from schemas.fields import JSON, Validator
@@ -30,30 +31,7 @@ from streams.settings import Settings
 from streams.shard import FORWARDED, Message, Shard, ShardRuntime, retention_rejection
 from streams.topics import route
 
-CHUNK_ROWS = 4000
 FORWARD_EVENTS = 1000  # per forwarded message, and never more than half the message limit
-
-
-@dataclass
-class Join:
-    """Predictions awaiting labels, labels already applied, and labels awaiting predictions."""
-
-    index: dict[str, tuple[str, float, Any, int]] = field(default_factory=dict)
-    labelled: dict[str, int] = field(default_factory=dict)
-    orphans: dict[str, tuple[Any, float, str | None, int]] = field(default_factory=dict)
-    chunks: dict[str, tuple[float, list[str]]] = field(default_factory=dict)  # newest ts, ids
-    next_seq: dict[str, int] = field(default_factory=lambda: {"P": 0, "L": 0, "O": 0})
-    new_predictions: list[tuple[str, str, float, Any]] = field(default_factory=list)
-    new_labelled: list[tuple[str, float]] = field(default_factory=list)
-    new_orphans: list[tuple[str, Any, float, str | None]] = field(default_factory=list)
-    duplicates: int = 0
-    unmatched_expired: int = 0
-
-    def row_seq(self, kind: str) -> int:
-        """The chunk sequence number the next new row of `kind` will be written under."""
-        pending: dict[str, list[Any]] = {"P": self.new_predictions, "L": self.new_labelled,
-                                         "O": self.new_orphans}
-        return self.next_seq[kind] + len(pending[kind]) // CHUNK_ROWS
 
 
 class _Columns:
@@ -128,31 +106,27 @@ class PredictionLogic:
         self._validators = {"predictions": VALIDATORS["predictions"],
                             "labels": VALIDATORS["labels"]}
         self.forwards: dict[int, dict[str, list[JSON]]] = {}
+        self.joins: dict[int, Join] = {}  # by partition: each holds files open
+        self.join_memory = Memory()
 
     def validator(self, src: str) -> Validator | None:
         return self._validators.get(src)
 
     def load(self, shard: Shard, items: Iterable[tuple[str, Any]]) -> None:
-        join = Join()
+        """Rebuild the join index from the chunks, streamed one at a time; one left open by
+        an earlier load of the partition (a failed flush reloads) is closed first."""
+        self.unload(shard)
+        join = self.joins[shard.partition] = Join(
+            self.settings.data_dir / "join" / str(shard.partition), self.join_memory)
         for local, value in items:
-            if not local.startswith("c|"):
-                continue
-            _, kind, seq = local.split("|")
-            join.chunks[local] = (value["x"], value["i"])
-            join.next_seq[kind] = max(join.next_seq[kind], int(seq) + 1)
-            if kind == "P":
-                for eid, model, ts, predicted in zip(value["i"], value["m"], value["t"],
-                                                     value["p"], strict=True):
-                    join.index[eid] = (model, ts, predicted, int(seq))
-            elif kind == "L":
-                join.labelled.update(dict.fromkeys(value["i"], int(seq)))
-            else:
-                for eid, label, ts, model in zip(value["i"], value["l"], value["t"],
-                                                 value["m"], strict=True):
-                    join.orphans[eid] = (label, ts, model, int(seq))
-        for eid in join.labelled:
-            join.orphans.pop(eid, None)
+            if local.startswith("c|"):
+                join.restore(local, value)
         shard.extra = join
+
+    def unload(self, shard: Shard) -> None:
+        join = self.joins.pop(shard.partition, None)
+        if join is not None:
+            join.destroy()
 
     def apply(self, shard: Shard, messages: list[Message]) -> list[tuple[Rejection, Message]]:
         join: Join = shard.extra
@@ -187,7 +161,7 @@ class PredictionLogic:
                     newest[message.src] = ts
                 if message.kind == "predictions":
                     model = event["model"]
-                    held = join.index.get(eid)
+                    held = join.prediction(eid)
                     if held is not None:
                         if held[0] == model:
                             join.duplicates += 1  # a retry: counted once
@@ -200,8 +174,7 @@ class PredictionLogic:
                                          message))
                         continue
                     predicted = event.get("predicted")
-                    join.index[eid] = (model, ts, predicted, join.row_seq("P"))
-                    join.new_predictions.append((eid, model, ts, predicted))
+                    join.add_prediction(eid, model, ts, predicted)
                     cols.model.append(model)
                     score = event.get("score")
                     cols.score.append(math.nan if score is None else score)
@@ -212,27 +185,25 @@ class PredictionLogic:
                     cols.latency.append(math.nan if latency is None else latency)
                     cols.cost.append(math.nan if cost is None else cost)
                     cols.msg.append(mi)
-                    orphan = join.orphans.pop(eid, None)
+                    orphan = join.pop_orphan(eid)
                     if orphan is None:
                         pass
                     elif orphan[2] in (None, model):
-                        self._label(join, labels, eid, orphan[0], orphan[1], mi)
+                        self._label(join, labels, eid, (model, ts, predicted), orphan[0],
+                                    orphan[1], mi)
                     else:
                         label = {"event_id": eid, "ts": orphan[1], "label": orphan[0],
                                  "model": orphan[2]}
                         rejected.append((_misattributed(label, model), message))
-                elif eid in join.labelled or eid in join.orphans:
+                elif join.answered(eid):
                     join.duplicates += 1  # the first label of a prediction is the one kept
-                elif eid in join.index:
-                    claimed, model = event.get("model"), join.index[eid][0]
-                    if claimed in (None, model):
-                        self._label(join, labels, eid, event["label"], ts, mi)
+                elif (held := join.prediction(eid)) is not None:
+                    if event.get("model") in (None, held[0]):
+                        self._label(join, labels, eid, held[:3], event["label"], ts, mi)
                     else:
-                        rejected.append((_misattributed(event, model), message))
+                        rejected.append((_misattributed(event, held[0]), message))
                 else:
-                    join.orphans[eid] = (event["label"], ts, event.get("model"),
-                                         join.row_seq("O"))
-                    join.new_orphans.append((eid, event["label"], ts, event.get("model")))
+                    join.add_orphan(eid, event["label"], ts, event.get("model"))
         shard.observe(newest)
         self._update_traffic(shard, messages, cols)
         self._update_quality(shard, messages, labels)
@@ -254,19 +225,14 @@ class PredictionLogic:
             if routes.count(mine) != len(routes):
                 return None
         ts = [e["ts"] for e in events]
-        if min(ts) < oldest or len(set(ids)) != len(ids) or not join.index.keys().isdisjoint(ids):
-            return None
-        if join.orphans and not join.orphans.keys().isdisjoint(ids):
+        if min(ts) < oldest or len(set(ids)) != len(ids):
             return None
         models = [e["model"] for e in events]
         if not {entities.model(m) for m in set(models)} <= shard.entity_ends.keys():
             return None  # a model new to this shard: admitted (or refused) one by one
-        predicted = [e.get("predicted") for e in events]
-        pending = len(join.new_predictions)
-        seqs = (np.arange(pending, pending + len(ids)) // CHUNK_ROWS
-                + join.next_seq["P"]).tolist()
-        join.index.update(zip(ids, zip(models, ts, predicted, seqs, strict=True), strict=True))
-        join.new_predictions.extend(zip(ids, models, ts, predicted, strict=True))
+        if join.holds_any(ids):
+            return None
+        join.add_predictions(ids, models, ts, [e.get("predicted") for e in events])
         cols.model.extend(models)
         cols.score.extend([math.nan if (v := e.get("score")) is None else v for e in events])
         cols.features.extend([e.get("features") for e in events])
@@ -279,11 +245,10 @@ class PredictionLogic:
         return float(max(ts))
 
     @staticmethod
-    def _label(join: Join, labels: dict[str, _LabelColumns], eid: str, label: Any,
-               label_ts: float, mi: int) -> None:
-        model, ts, predicted, _ = join.index[eid]
-        join.labelled[eid] = join.row_seq("L")
-        join.new_labelled.append((eid, ts))
+    def _label(join: Join, labels: dict[str, _LabelColumns], eid: str,
+               held: tuple[str, float, Any], label: Any, label_ts: float, mi: int) -> None:
+        model, ts, predicted = held
+        join.label(eid, ts)
         cols = labels.get(model)
         if cols is None:
             cols = labels[model] = _LabelColumns()
@@ -353,35 +318,10 @@ class PredictionLogic:
         self._expire(shard, join)
 
     def _write_chunks(self, shard: Shard, join: Join) -> None:
-        pending: dict[str, list[tuple[Any, ...]]] = {
-            "P": join.new_predictions, "L": join.new_labelled, "O": join.new_orphans}
-        columns = {"P": ("i", "m", "t", "p"), "L": ("i", "t"), "O": ("i", "l", "t", "m")}
-        for kind, rows in pending.items():
-            for start in range(0, len(rows), CHUNK_ROWS):
-                part = rows[start:start + CHUNK_ROWS]
-                value: dict[str, Any] = {name: [r[i] for r in part]
-                                         for i, name in enumerate(columns[kind])}
-                ts_col = columns[kind].index("t")
-                value["x"] = max(r[ts_col] for r in part)
-                key = f"c|{kind}|{join.next_seq[kind]}"
-                join.next_seq[kind] += 1
-                join.chunks[key] = (value["x"], value["i"])
-                shard.put(key, value, 1)
-            rows.clear()
+        for key, value in join.write_chunks():
+            shard.put(key, value, 1)
 
     def _expire(self, shard: Shard, join: Join) -> None:
         """Forget what is older than the label horizon; unmatched labels are counted."""
-        cutoff = shard.watermark - self.settings.label_horizon_s
-        for key, (newest, ids) in list(join.chunks.items()):
-            if newest >= cutoff:
-                continue
-            kind, seq = key.split("|")[1], int(key.split("|")[2])
-            held: dict[str, Any] = (join.index if kind == "P" else
-                                    join.labelled if kind == "L" else join.orphans)
-            for eid in ids:
-                entry = held.get(eid)
-                if entry is not None and (entry if kind == "L" else entry[3]) == seq:
-                    del held[eid]
-                    join.unmatched_expired += kind == "O"
-            del join.chunks[key]
+        for key in join.expire(shard.watermark - self.settings.label_horizon_s):
             shard.delete(key)

@@ -37,13 +37,25 @@ from streams.shard import parse_window_key, window_key
 log = logging.getLogger(__name__)
 
 FACTORY = "_factory"
+# Training runs started and not yet finished, per model: a run that never reports its end
+# must not grow the model's state forever (its duration then comes from `duration_s` only).
+MAX_OPEN_RUNS = 100
 LIFECYCLE_PART = "lifecycle"
 PSI_DRIFT = 0.25  # a feature drifts past this PSI; the dataset when over half its features do
 
 
+def part_key(part: str, key: str) -> str:
+    """The table key of one shard's partial (or the lifecycle part) of window `key`.
+
+    Each partial is its own table value: one value holding every shard's partial of a window
+    would grow with the partition count past the message limit."""
+    return f"pt|{part}|{key}"
+
+
 @dataclass
 class Entry:
-    """One (entity, window): the shards' partials, and what has been published."""
+    """One (entity, window): the shards' partials, and what has been published (the table
+    holds the latter under the window's key, each partial under `part_key`)."""
 
     parts: dict[str, Any] = field(default_factory=dict)
     rev: int = 0
@@ -57,7 +69,7 @@ class Entry:
         return out
 
     def to_state(self) -> dict[str, Any]:
-        return {"parts": self.parts, "rev": self.rev, "closed": self.closed}
+        return {"rev": self.rev, "closed": self.closed}
 
 
 class SnapshotStage:
@@ -93,9 +105,15 @@ class SnapshotStage:
 
     def load(self) -> None:
         self.entries.clear()
+        parts: dict[str, dict[str, Any]] = {}
         for key, value in self.table.items():
             if key.startswith("w|"):
-                self.entries[key] = Entry(value["parts"], value["rev"], value["closed"])
+                # "parts" inside the value: written by a version before `part_key`
+                self.entries[key] = Entry(dict(value.get("parts", {})), value["rev"],
+                                          value["closed"])
+            elif key.startswith("pt|"):
+                _, part, window = key.split("|", 2)
+                parts.setdefault(window, {})[part] = value
             elif key.startswith("lc|"):
                 self.models[key[3:]] = value
             elif key == "sources":
@@ -110,6 +128,8 @@ class SnapshotStage:
                 self.drift[key[6:]] = value
             elif key.startswith("retrain|"):
                 self.retrain[key[8:]] = value
+        for window, found in parts.items():  # a partial written before its window's first
+            self.entries.setdefault(window, Entry()).parts.update(found)  # publication
         self.loaded = True
 
     def forget(self) -> None:
@@ -129,7 +149,7 @@ class SnapshotStage:
         if entry.parts.get(shard) != state:
             entry.parts[shard] = state
             entry.dirty = True
-            self.writes[key] = entry
+            self.writes[part_key(shard, key)] = state
 
     def on_heartbeat(self, shard: str, watermark: float | None, idle: bool) -> None:
         self.clock.heard(shard, watermark, idle, time.monotonic())
@@ -149,6 +169,8 @@ class SnapshotStage:
         duration = event.get("duration_s")
         if kind == "training_started" and run_id:
             info["runs"][run_id] = ts
+            if len(info["runs"]) > MAX_OPEN_RUNS:  # runs that never finish: forget the oldest
+                del info["runs"][min(info["runs"], key=info["runs"].__getitem__)]
         elif kind in ("training_finished", "training_failed") and run_id:
             started = info["runs"].pop(run_id, None)
             if duration is None and started is not None:
@@ -180,7 +202,7 @@ class SnapshotStage:
             state.family("lifecycle").add(kind, event.get("change"), duration, lead)
             entry.parts[LIFECYCLE_PART] = state.to_state()
             entry.dirty = True
-            self.writes[key] = entry
+            self.writes[part_key(LIFECYCLE_PART, key)] = entry.parts[LIFECYCLE_PART]
 
     # -- outputs ----------------------------------------------------------------------------
 
@@ -213,9 +235,10 @@ class SnapshotStage:
         for size, start in sorted(touched):
             sent += await self._publish_factory(size, start)
         for key in expired_keys:
-            del self.entries[key]
-            self.writes.pop(key, None)
-            self.deletes.add(key)
+            entry = self.entries.pop(key)
+            for gone in (key, *(part_key(part, key) for part in entry.parts)):
+                self.writes.pop(gone, None)
+                self.deletes.add(gone)
         if watermark - self.settings.retention_s > self.forgotten_before:
             self.forgotten_before = watermark - self.settings.retention_s
             self.writes["horizon"] = self.forgotten_before

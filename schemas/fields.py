@@ -137,7 +137,11 @@ def _check_bool(name: str, value: Any) -> bool:
 
 
 def _check_scalar(name: str, value: Any) -> Scalar:
-    if isinstance(value, bool | str):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        if len(value) > MAX_STRING:  # a class name is held by the label join, per prediction
+            raise ValidationError(name, f"longer than {MAX_STRING} characters ({len(value)})")
         return value
     if isinstance(value, int | float):
         return _check_number(name, value)
@@ -336,6 +340,8 @@ def _column_check(spec: FieldSpec) -> Callable[[list[Any]], bool]:
                                                                            None)
         if numeric or tp == Scalar:
             if tp == Scalar:
+                if max((len(v) for v in column if type(v) is str), default=0) > MAX_STRING:
+                    return False
                 column = [v for v in column if type(v) is float or type(v) is int]
             elif _NONE in set(map(type, column)):
                 column = [v for v in column if v is not None]

@@ -46,8 +46,9 @@ def record_schema(record: type[Any], direction: str) -> dict[str, Any]:
     properties: dict[str, Any] = {}
     for spec in field_specs(record):
         prop = _type_schema(spec.type)
+        if spec.type in (str, Scalar) and direction == "input":
+            prop["maxLength"] = MAX_STRING  # for a Scalar, only its string case
         if spec.type is str and direction == "input":
-            prop["maxLength"] = MAX_STRING
             prop["pattern"] = (f"^(?!_)(?!.*{INVISIBLE_PATTERN})" if spec.meta.get("name")
                                else f"^(?!.*{INVISIBLE_PATTERN})")
         if direction == "input":

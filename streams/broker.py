@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -19,6 +20,8 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+from streams.acls import Acl, AclError, create_acls
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POM = REPO_ROOT / "docker" / "kafka" / "pom.xml"
@@ -73,25 +76,59 @@ def resolve_jars() -> Path:
     return target
 
 
+CONTROLLER_PRINCIPAL = "controller"
+
+
 @dataclass(frozen=True, slots=True)
 class BrokerSecurity:
-    """A SASL/SCRAM-SHA-256 client listener with these users (for testing secured clients)."""
+    """A SASL/SCRAM-SHA-256-only client listener with these users (stored at first format).
+
+    With `acls` (even empty) the broker authorizes every request: only the `admin` user, the
+    broker's own controller principal and these grants are allowed, everything else is denied.
+    No listener takes an unauthenticated client, who would be the user ANONYMOUS: the
+    controller's takes SASL/PLAIN with a password made up at each start, known only to the
+    broker's config file.
+    """
 
     users: dict[str, str]
     admin: str = "admin"
+    acls: tuple[Acl, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if CONTROLLER_PRINCIPAL in self.users:
+            raise BrokerError(f"{CONTROLLER_PRINCIPAL!r} is the broker's own principal")
+        if self.admin not in self.users:
+            raise BrokerError(f"the admin user {self.admin!r} has no password")
 
     def props(self) -> dict[str, str]:
         password = self.users[self.admin]
-        return {
+        controller_password = secrets.token_urlsafe(24)
+        props = {
             "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,"
-                                              "CONTROLLER:PLAINTEXT",
+                                              "CONTROLLER:SASL_PLAINTEXT",
             "inter.broker.listener.name": "SASL_PLAINTEXT",
             "sasl.enabled.mechanisms": "SCRAM-SHA-256",
             "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-256",
             "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config":
                 "org.apache.kafka.common.security.scram.ScramLoginModule required "
                 f'username="{self.admin}" password="{password}";',
+            # SCRAM users live in the metadata log, which the controller serves: its own
+            # listener can only check a static PLAIN user.
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config":
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f'username="{CONTROLLER_PRINCIPAL}" password="{controller_password}" '
+                f'user_{CONTROLLER_PRINCIPAL}="{controller_password}";',
         }
+        if self.acls is not None:
+            props.update({
+                "authorizer.class.name":
+                    "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                "super.users": f"User:{self.admin};User:{CONTROLLER_PRINCIPAL}",
+                "allow.everyone.if.no.acl.found": "false",
+            })
+        return props
 
     def format_args(self) -> list[str]:
         return [arg for name, password in self.users.items()
@@ -101,6 +138,26 @@ class BrokerSecurity:
         return {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-256",
                 "sasl_plain_username": self.admin,
                 "sasl_plain_password": self.users[self.admin]}
+
+
+def read_users(path: Path) -> dict[str, str]:
+    """SASL/SCRAM users from a file of `name=password` lines (`#` comments, blank lines).
+
+    A file, not arguments or variables: passwords stay out of `ps`, shell history and logs.
+    """
+    users: dict[str, str] = {}
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise BrokerError(f"cannot read the users file: {exc}") from exc
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, sep, password = (part.strip() for part in line.partition("="))
+        if not sep or not name or not password:
+            raise BrokerError(f"{path}:{number}: expected name=password")
+        users[name] = password
+    return users
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +246,8 @@ class LocalBroker:
                                   f"CONTROLLER://127.0.0.1:{self.controller_port}")
             props["advertised.listeners"] = f"{scheme}://127.0.0.1:{self.port}"
             props.update(self.security.props())
+        self._props.touch()
+        self._props.chmod(0o600)  # it holds passwords when security is on
         self._props.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
 
     def _format(self, libs: Path) -> None:
@@ -211,15 +270,39 @@ class LocalBroker:
                 "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
                 f"-Dlog4j2.configurationFile={LOG4J}", "-cp", f"{libs}/*"]
 
+    def _keep_security(self) -> str:
+        """Refuse a start with less security than the folder had, or SCRAM users added late.
+
+        Users are stored only when the data folder is formatted, so security is chosen at the
+        first start; a later start without it would open the same data to anyone.
+        """
+        levels = ("none", "scram", "scram+acls")
+        wanted = ("none" if self.security is None
+                  else "scram" if self.security.acls is None else "scram+acls")
+        marker = self.dir / "security"
+        if marker.exists():
+            had = marker.read_text().strip()
+        else:
+            had = "none" if (self.dir / "data").exists() else wanted
+        if levels.index(wanted) < levels.index(had):
+            raise BrokerError(f"{self.dir} was started with security {had}: start it with the "
+                              "same (--users-file, and --acls if it had ACLs)")
+        if had == "none" and wanted != "none":
+            raise BrokerError(f"{self.dir} was created without users; SASL users can only be "
+                              "added to a new state folder")
+        return wanted
+
     def start(self, timeout_s: float = 90.0) -> tuple[BrokerStatus, bool]:
         """Start the broker unless it runs; return its status and whether it was started."""
         current = self.status()
         if current.running:
             return current, False
+        security = self._keep_security()
         libs = resolve_jars()
         self.dir.mkdir(parents=True, exist_ok=True)
         self._write_config()
         self._format(libs)
+        (self.dir / "security").write_text(security)
         with self.log_path.open("ab") as log:
             proc = subprocess.Popen(
                 [*self._java(libs), "kafka.Kafka", str(self._props)],
@@ -233,10 +316,28 @@ class LocalBroker:
                 raise BrokerError(f"broker exited with {proc.returncode}:\n{self._log_tail()}")
             probe = self.security.client_kwargs() if self.security else {}
             if asyncio.run(_metadata_ok(self.bootstrap, probe)):
+                if self.security is not None and self.security.acls is not None:
+                    self.grant()
                 return self.status(), True
             time.sleep(0.3)
         self.stop()
         raise BrokerError(f"broker not ready after {timeout_s:.0f}s:\n{self._log_tail()}")
+
+    def grant(self) -> int:
+        """Create the security's ACLs as the admin on the running broker; return how many.
+
+        The broker keeps them in its metadata log across restarts; granting again is harmless.
+        """
+        status = self.status()
+        if self.security is None or self.security.acls is None:
+            raise BrokerError("no ACLs to grant: security with ACLs is off")
+        if not status.running:
+            raise BrokerError("the broker is not running")
+        client = {"bootstrap_servers": status.bootstrap, **self.security.client_kwargs()}
+        try:
+            return asyncio.run(create_acls(client, self.security.acls))
+        except AclError as exc:  # the broker runs, denying all but its super users
+            raise BrokerError(str(exc)) from exc
 
     def stop(self, timeout_s: float = 60.0) -> bool:
         """Controlled shutdown by SIGTERM (SIGKILL after the timeout); False if not running."""

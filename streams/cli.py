@@ -5,13 +5,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from aiokafka.errors import KafkaConnectionError
 
 from streams.settings import DEFAULT_BOOTSTRAP, ConfigError, load_settings
+
+if TYPE_CHECKING:
+    from streams.acls import Acl
+    from streams.broker import LocalBroker
 
 
 def _default_port() -> int:
@@ -23,20 +31,33 @@ def _default_port() -> int:
 
 
 def _broker(args: argparse.Namespace) -> int:
-    from streams.broker import BrokerError, LocalBroker, kafka_version
+    from streams.acls import describe
+    from streams.broker import (
+        CONTROLLER_PRINCIPAL,
+        BrokerError,
+        BrokerSecurity,
+        LocalBroker,
+        read_users,
+    )
 
-    broker = LocalBroker(Path(args.state_dir), port=args.port, heap=args.heap)
     try:
+        acls = _broker_acls(args) if args.acls or args.action == "acls" else None
+        security = None
+        if args.users_file:
+            security = BrokerSecurity(read_users(Path(args.users_file)), admin=args.admin,
+                                      acls=tuple(acls) if acls is not None else None)
+        elif args.acls or args.apply:
+            raise BrokerError("ACLs need SASL users: give --users-file")
+        broker = LocalBroker(Path(args.state_dir), port=args.port, heap=args.heap,
+                             security=security)
         if args.action == "start":
-            began = time.monotonic()
-            status, started = broker.start()
-            if started:
-                print(f"Kafka {kafka_version()} broker started on {status.bootstrap} "
-                      f"(pid {status.pid}) in {time.monotonic() - began:.1f}s; "
-                      f"log: {broker.log_path}")
-            else:
-                print(f"Kafka broker already running on {status.bootstrap} (pid {status.pid})")
-            print(f"FACTORY_KAFKA_BOOTSTRAP={status.bootstrap}")
+            return _broker_start(broker)
+        if args.action == "acls":
+            assert acls is not None
+            if args.apply:
+                broker.grant()
+            print(f"super users: User:{args.admin}, User:{CONTROLLER_PRINCIPAL} (the broker)")
+            print("\n".join(describe(acls)))
             return 0
         if args.action == "stop":
             print("Kafka broker stopped" if broker.stop() else "Kafka broker was not running")
@@ -50,17 +71,48 @@ def _broker(args: argparse.Namespace) -> int:
         return 1
 
 
-def _worker(args: argparse.Namespace) -> int:
-    import faust
+def _broker_start(broker: LocalBroker) -> int:
+    from streams.broker import kafka_version
 
+    began = time.monotonic()
+    status, started = broker.start()
+    if not started:
+        print(f"Kafka broker already running on {status.bootstrap} (pid {status.pid})")
+    else:
+        print(f"Kafka {kafka_version()} broker started on {status.bootstrap} "
+              f"(pid {status.pid}) in {time.monotonic() - began:.1f}s; log: {broker.log_path}")
+    if started and broker.security is not None and broker.security.acls is not None:
+        print(f"authorizer on: {len(broker.security.acls)} ACLs granted "
+              "(`factory-pulse broker acls` lists them)")
+    print(f"FACTORY_KAFKA_BOOTSTRAP={status.bootstrap}")
+    if broker.security is not None:
+        print("FACTORY_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT")
+        print("FACTORY_KAFKA_SASL_MECHANISM=SCRAM-SHA-256")
+    return 0
+
+
+def _broker_acls(args: argparse.Namespace) -> list[Acl]:
+    """The deployment's ACLs; prefix and app id are the worker's settings unless given."""
+    from streams.acls import Roles, deployment_acls
+
+    flags = {"FACTORY_TOPIC_PREFIX": args.prefix, "FACTORY_APP_ID": args.app_id}
+    settings = load_settings({**os.environ, **{k: v for k, v in flags.items() if v}})
+    roles = Roles(worker=args.worker, producers=tuple(args.producer or ["producer"]),
+                  viewers=tuple(args.viewer or ["viewer"]))
+    return deployment_acls(settings.topic_prefix, settings.app_id, roles)
+
+
+def _worker(args: argparse.Namespace) -> int:
     from streams.app import create_app
+    from streams.faust_internals import worker_class
     from streams.kafka import TopicLayoutError, ensure_topics
 
     settings = load_settings()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(ensure_topics(settings))
+        with _quiet_client():
+            loop.run_until_complete(ensure_topics(settings))
     except TopicLayoutError as exc:
         print(f"factory-pulse worker: {exc}", file=sys.stderr)
         return 2
@@ -68,7 +120,7 @@ def _worker(args: argparse.Namespace) -> int:
     # the changelog has their records, so Faust replays just the changelog's tail.
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     pulse = create_app(settings)
-    worker = faust.Worker(pulse.app, loglevel=args.loglevel, loop=loop)
+    worker = worker_class()(pulse.app, loglevel=args.loglevel, loop=loop)
     worker.execute_from_commandline()
     return 0
 
@@ -78,7 +130,8 @@ def _collect(args: argparse.Namespace) -> int:
     from streams.kafka import ensure_topics
 
     settings = load_settings()
-    asyncio.run(ensure_topics(settings))
+    with _quiet_client():
+        asyncio.run(ensure_topics(settings))
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(collect(settings, args.interval, args.model, args.host, args.count))
     return 0
@@ -89,7 +142,8 @@ def _simulate(args: argparse.Namespace) -> int:
     from streams.simulator import Drift, read_log, replay, simulate
 
     settings = load_settings()
-    asyncio.run(ensure_topics(settings))
+    with _quiet_client():
+        asyncio.run(ensure_topics(settings))
     try:
         if args.replay:
             sent = asyncio.run(replay(settings, read_log(Path(args.replay)), args.speed,
@@ -130,13 +184,31 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     broker = sub.add_parser("broker", help="start/stop a local single-node Kafka (KRaft)")
-    broker.add_argument("action", choices=("start", "stop", "status"))
+    broker.add_argument("action", choices=("start", "stop", "status", "acls"),
+                        help="acls: print the ACLs of a deployment (--apply: create them)")
     broker.add_argument("--port", type=int, default=_default_port(),
                         help="client port; the controller uses port+1 (default: from "
                              "FACTORY_KAFKA_BOOTSTRAP, else 9092)")
     broker.add_argument("--state-dir", default=os.environ.get("FACTORY_STATE_DIR", ".factory"),
                         help="folder for the broker's data, config and log")
     broker.add_argument("--heap", default="512m", help="JVM heap (default 512m)")
+    secured = broker.add_argument_group(
+        "security", "SASL/SCRAM users are stored when a state folder is first started")
+    secured.add_argument("--users-file", help="name=password lines: SASL/SCRAM-only listener")
+    secured.add_argument("--admin", default="admin",
+                         help="the super user among them (default admin)")
+    secured.add_argument("--acls", action="store_true",
+                         help="with start: deny all but the ACLs of the deployment below")
+    secured.add_argument("--apply", action="store_true",
+                         help="with acls: create them on the running broker as the admin")
+    secured.add_argument("--prefix", help="topic prefix (default: FACTORY_TOPIC_PREFIX)")
+    secured.add_argument("--app-id", help="the worker's app id (default: FACTORY_APP_ID)")
+    secured.add_argument("--worker", default="pulse", help="the worker's user (default pulse)")
+    secured.add_argument("--producer", action="append",
+                         help="a producer's user, repeatable (default producer)")
+    secured.add_argument("--viewer", action="append",
+                         help="a viewer's user, repeatable (default viewer); its consumer "
+                              "groups must be named <viewer>-...")
     broker.set_defaults(run=_broker)
 
     worker = sub.add_parser("worker", help="run the Faust worker (agents, tables, HTTP)")
@@ -181,7 +253,32 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"factory-pulse: {exc}", file=sys.stderr)
         return 2
+    except KafkaConnectionError:
+        print(f"factory-pulse {args.command}: no Kafka broker answers at {_bootstrap()} "
+              "(FACTORY_KAFKA_BOOTSTRAP or kafka.bootstrap); start one with "
+              "`factory-pulse broker start`", file=sys.stderr)
+        return 1
     return code
+
+
+@contextlib.contextmanager
+def _quiet_client() -> Iterator[None]:
+    """Keep aiokafka's own connection errors off the terminal while the command checks for a
+    broker: a missing one is reported in one line by `main`."""
+    logger = logging.getLogger("aiokafka")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _bootstrap() -> str:
+    try:
+        return load_settings().bootstrap
+    except ConfigError:
+        return os.environ.get("FACTORY_KAFKA_BOOTSTRAP") or DEFAULT_BOOTSTRAP
 
 
 if __name__ == "__main__":

@@ -119,7 +119,7 @@ async def apply_local(write: TableWrite) -> None:
         store.set_persisted_offset(tp, max(meta.offset for meta in delivered))
 
 
-class _LeaveGroupResponseV3(Response):
+class _LeaveGroupResponseV3(Response):  # type: ignore[misc]
     API_KEY = 13
     API_VERSION = 3
     SCHEMA = Schema(("throttle_time_ms", Int32), ("error_code", Int16),
@@ -128,7 +128,7 @@ class _LeaveGroupResponseV3(Response):
                                       ("error_code", Int16))))
 
 
-class _LeaveGroupRequestV3(RequestStruct):
+class _LeaveGroupRequestV3(RequestStruct):  # type: ignore[misc]
     API_KEY = 13
     API_VERSION = 3
     RESPONSE_TYPE = _LeaveGroupResponseV3
@@ -137,7 +137,7 @@ class _LeaveGroupRequestV3(RequestStruct):
                                       ("group_instance_id", String("utf-8")))))
 
 
-class _StaticLeave(Request[_LeaveGroupRequestV3]):
+class _StaticLeave(Request[_LeaveGroupRequestV3]):  # type: ignore[misc]
     API_KEY = 13
 
     def __init__(self, group: str, member_id: str, instance_id: str) -> None:
@@ -179,3 +179,53 @@ def leave_static_group() -> None:
     class, since Faust builds the consumer (and its coordinator) in its own thread.
     """
     GroupCoordinator._maybe_leave_group = _leave
+
+
+# Where Faust's own web views live; each is a blueprint named by a string under this package.
+_BUILTIN_VIEWS = "faust.web.apps."
+
+
+def drop_builtin_views(app: Any) -> list[str]:
+    """Serve none of Faust's built-in web views; return the prefixes of those dropped.
+
+    Faust's web server mounts blueprints of `faust.web.apps` next to ours: `/router/` (which
+    worker holds each table partition and key, and every worker's address), `/table/` (the
+    tables, and any key's raw value), and, as settings and `debug` say, `/` with
+    `/assignment/` (sensor counters, partition assignment), `/graph/` (the service tree),
+    `/performance/` (monitor figures) or a bare index at `/`, where our dashboard is. Their
+    settings (`web_router_enabled`, ...; also read from `APP_*` environment variables) cover
+    all but the index, so the list the web server applies at start-up
+    (`app.web.blueprints._enabled`, private) is filtered here instead, whatever the
+    settings. Nothing of ours needs them (no `@app.table_route`, which forwards requests
+    between workers through `/router/`). Call before the worker starts: the list is applied
+    once, by `Web.init_server`; it raises if that has happened.
+    """
+    blueprints = app.web.blueprints
+    if blueprints.applied:
+        raise RuntimeError("Faust's web server has already mounted its views")
+    kept: list[tuple[str, Any]] = []
+    dropped: list[tuple[str, Any]] = []
+    for prefix, blueprint in blueprints._enabled:
+        builtin = isinstance(blueprint, str) and blueprint.startswith(_BUILTIN_VIEWS)
+        (dropped if builtin else kept).append((prefix, blueprint))
+    blueprints._enabled = kept
+    return [prefix or "/" for prefix, _ in dropped]
+
+
+def worker_class() -> type[Any]:
+    """faust.Worker that arms `stop_deadline` when a stop signal (SIGTERM, SIGINT) arrives.
+
+    mode's worker turns a signal into `_schedule_shutdown` (private); the loop's own signal
+    handlers replace any installed with `signal.signal`, so this is the one place to hear it.
+    """
+    import faust
+
+    from streams.supervision import stop_deadline
+
+    class Worker(faust.Worker):  # type: ignore[misc]
+        def _schedule_shutdown(self, signal: Any) -> None:
+            if not self._signal_stop_time:
+                stop_deadline()
+            super()._schedule_shutdown(signal)
+
+    return Worker

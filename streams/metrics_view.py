@@ -8,8 +8,11 @@ Memory is bounded by the retention: windows older than the newest minus the rete
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
+import types
+import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +20,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from schemas.fields import MAX_STRING
+from schemas.outputs import MetricSnapshot
 from streams.kafka import client_kwargs
 from streams.loop_lag import LoopLag
 from streams.settings import Settings, parse_duration
@@ -27,7 +32,28 @@ log = logging.getLogger(__name__)
 IDENTITY = frozenset({"scope", "model", "host", "device", "pipeline", "stage", "window_s",
                       "window_start", "window_end", "revision", "ts"})
 LABELS = ("model", "host", "device", "pipeline", "stage")
+SCOPES = ("model", "device", "host", "pipeline")
 MAX_RESULTS = 5000
+# Series of data-named entities (snapshot gauges, firing alerts) one `/metrics` answer holds at
+# most; the rest are counted in `factory_series_dropped`. A hundred models with two window
+# sizes need about 8,000.
+MAX_SERIES = 20_000
+
+
+def _numeric_fields(record: type[Any]) -> frozenset[str]:
+    """Fields of `record` typed as numbers (int or float, optionally None)."""
+    hints = typing.get_type_hints(record)
+    numeric: set[str] = set()
+    for f in dataclasses.fields(record):
+        kinds = set(typing.get_args(hints[f.name]) or (hints[f.name],)) - {types.NoneType}
+        if kinds and kinds <= {int, float}:
+            numeric.add(f.name)
+    return frozenset(numeric)
+
+
+# The metrics `/metrics` exports: the numeric fields of the output record, as the contract
+# names them; a snapshot field of any other name is not exported.
+EXPORTED = _numeric_fields(MetricSnapshot) - IDENTITY
 
 
 class QueryError(ValueError):
@@ -46,11 +72,14 @@ class Query:
     @classmethod
     def parse(cls, params: Any) -> Query:
         known = {"model", "scope", "window", "from", "to", "limit"}
-        for name in params:
+        for name, value in params.items():
             if name not in known:
-                raise QueryError(f"unknown parameter {name!r} (known: {', '.join(sorted(known))})")
+                shown = repr(name) if len(name) <= 64 else f"{name[:64]!r}..."
+                raise QueryError(f"unknown parameter {shown} (known: {', '.join(sorted(known))})")
+            if len(value) > MAX_STRING:  # no name is longer: such a filter matches nothing
+                raise QueryError(f"{name}: longer than {MAX_STRING} characters ({len(value)})")
         scope = params.get("scope")
-        if scope is not None and scope not in ("model", "device", "host", "pipeline"):
+        if scope is not None and scope not in SCOPES:
             raise QueryError("scope: expected model, device, host or pipeline")
         window = None
         if params.get("window") is not None:
@@ -82,11 +111,12 @@ class MetricsView:
 
     def __init__(self, retention_s: float) -> None:
         self.retention_s = retention_s
-        self.snapshots: dict[tuple[str, float, float], dict[str, Any]] = {}
+        self.snapshots: dict[tuple[tuple[str, ...], float, float], dict[str, Any]] = {}
         self.newest_end = -math.inf
 
     def add(self, snapshot: dict[str, Any]) -> None:
-        entity = "|".join(str(snapshot.get(k) or "") for k in ("scope", *LABELS))
+        _check_snapshot(snapshot)
+        entity = tuple(str(snapshot.get(k) or "") for k in ("scope", *LABELS))  # names may hold "|"
         key = (entity, snapshot["window_s"], snapshot["window_start"])
         current = self.snapshots.get(key)
         if current is None or current["revision"] <= snapshot["revision"]:
@@ -108,7 +138,7 @@ class MetricsView:
 
     def latest(self) -> Iterator[dict[str, Any]]:
         """The newest window of each (entity, window size)."""
-        newest: dict[tuple[str, float], dict[str, Any]] = {}
+        newest: dict[tuple[tuple[str, ...], float], dict[str, Any]] = {}
         for (entity, size, start), snapshot in self.snapshots.items():
             key = (entity, size)
             if key not in newest or newest[key]["window_start"] < start:
@@ -125,9 +155,16 @@ class AlertsView:
         self.keep_requests = keep_requests
 
     def add(self, message: dict[str, Any]) -> None:
+        if not isinstance(message, dict):
+            raise TypeError(f"expected an object, got {type(message).__name__}")
         if "request_id" in message:
+            _check_fields(message, ("request_id", "model", "reason"), ("ts",))
             self.requests = [*self.requests, message][-self.keep_requests:]
             return
+        _check_fields(message, ("rule", "model", "state", "severity"), ("window_end",))
+        if not isinstance(message.get("scope", "model"), str) or not isinstance(
+                message.get("value", 0), int | float | None):
+            raise TypeError("alert: scope must be a string and value a number")
         key = (message["rule"], message.get("scope", "model"), message["model"])
         if message["state"] == "firing":
             self.firing[key] = message
@@ -137,17 +174,29 @@ class AlertsView:
 
 def prometheus(view: MetricsView, counters: dict[str, dict[str, int]],
                join: dict[str, int], alerts: AlertsView, loop: LoopLag,
-               failures: Mapping[tuple[str, str], int]) -> str:
-    """Prometheus text exposition: one gauge family per metric, `factory_` names."""
+               failures: Mapping[tuple[str, str], int], max_series: int = MAX_SERIES) -> str:
+    """Prometheus text exposition (format 0.0.4): one gauge family per metric, `factory_` names.
+
+    Only the metrics of the output record (`EXPORTED`) are written, under their own names, and
+    every label value is escaped, so nothing read from Kafka adds a line or a family. Series
+    named by data (snapshot gauges, firing alerts) stop at `max_series`, the rollups first;
+    `factory_series_dropped` counts the rest.
+    """
+    kept = dropped = 0
     families: dict[str, list[str]] = {}
-    for snapshot in view.latest():
-        labels = {k: snapshot[k] for k in LABELS if snapshot.get(k)}
+    for snapshot in sorted(view.latest(), key=_series_order):
+        labels = {k: str(snapshot[k]) for k in LABELS if snapshot.get(k)}
         labels["window"] = f"{snapshot['window_s']:g}s"
-        label_text = ",".join(f'{k}="{_escape(str(v))}"' for k, v in sorted(labels.items()))
-        for name, value in snapshot.items():
-            if name in IDENTITY or isinstance(value, bool) or not isinstance(value, int | float):
+        label_text = _labels(dict(sorted(labels.items())))
+        for name in sorted(EXPORTED.intersection(snapshot)):
+            value = snapshot[name]
+            if isinstance(value, bool) or not isinstance(value, int | float):
                 continue
-            families.setdefault(name, []).append(f"factory_{name}{{{label_text}}} {value!r}")
+            if kept >= max_series:
+                dropped += 1
+                continue
+            kept += 1
+            families.setdefault(name, []).append(f"factory_{name}{label_text} {_value(value)}")
     lines: list[str] = []
     for name in sorted(families):
         lines += [f"# HELP factory_{name} {name} of the newest closed window",
@@ -156,7 +205,7 @@ def prometheus(view: MetricsView, counters: dict[str, dict[str, int]],
                               ("messages", "messages read")):
         lines += [f"# HELP factory_input_{metric}_total {help_text} by this worker's partitions",
                   f"# TYPE factory_input_{metric}_total counter"]
-        lines += [f'factory_input_{metric}_total{{topic="{_escape(topic)}"}} {c[metric]}'
+        lines += [f"factory_input_{metric}_total{_labels({'topic': topic})} {c[metric]}"
                   for topic, c in sorted(counters.items())]
     for name, help_text in (("duplicates", "repeated prediction event ids and labels ignored"),
                             ("labels_unmatched", "labels whose prediction never arrived within "
@@ -185,17 +234,72 @@ def prometheus(view: MetricsView, counters: dict[str, dict[str, int]],
     lines += ["# HELP factory_output_failures_total output records not delivered, by topic "
               "and reason (too_large: over the message limit; error: refused otherwise)",
               "# TYPE factory_output_failures_total counter"]
-    lines += [f'factory_output_failures_total{{topic="{_escape(topic)}",reason="{reason}"}} '
-              f'{count}' for (topic, reason), count in sorted(failures.items())]
+    lines += [f"factory_output_failures_total{_labels({'topic': topic, 'reason': reason})} "
+              f"{count}" for (topic, reason), count in sorted(failures.items())]
     lines += ["# HELP factory_alerts_firing alerts firing now, by rule, model and severity",
               "# TYPE factory_alerts_firing gauge"]
-    lines += [f'factory_alerts_firing{{rule="{_escape(a["rule"])}",model="{_escape(a["model"])}",'
-              f'severity="{a["severity"]}"}} 1' for a in alerts.firing.values()]
+    for alert in sorted(alerts.firing.values(), key=lambda a: (a["rule"], a["model"])):
+        if kept >= max_series:
+            dropped += 1
+            continue
+        kept += 1
+        labels = {"rule": alert["rule"], "model": alert["model"], "severity": alert["severity"]}
+        lines.append(f"factory_alerts_firing{_labels(labels)} 1")
+    lines += [f"# HELP factory_series_dropped series of models, devices, hosts, pipelines and "
+              f"alerts left out of this answer (over {max_series})",
+              "# TYPE factory_series_dropped gauge", f"factory_series_dropped {dropped}"]
     return "\n".join(lines) + "\n"
 
 
+def _series_order(snapshot: dict[str, Any]) -> tuple[Any, ...]:
+    """Rollups (`_factory`, `_unattributed`) first, then by scope, names and window size."""
+    names = tuple(str(snapshot.get(k) or "") for k in LABELS)
+    return (not names[0].startswith("_"), SCOPES.index(snapshot["scope"]), names,
+            snapshot["window_s"])
+
+
+def _labels(labels: Mapping[str, str]) -> str:
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
+
+
+def _value(value: float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
+
+
 def _escape(text: str) -> str:
+    """A label value as the text format wants it: backslash, double quote and newline escaped."""
     return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _check_fields(message: dict[str, Any], strings: tuple[str, ...],
+                  numbers: tuple[str, ...]) -> None:
+    for name in strings:
+        if not isinstance(message.get(name), str):
+            raise TypeError(f"{name}: expected a string")
+    for name in numbers:
+        value = message.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(
+                value):
+            raise TypeError(f"{name}: expected a finite number")
+
+
+def _check_snapshot(snapshot: Any) -> None:
+    """Refuse a record without the identity the views sort, filter and label by (TypeError):
+    a broken or forged record on the topic is skipped, not served."""
+    if not isinstance(snapshot, dict):
+        raise TypeError(f"expected an object, got {type(snapshot).__name__}")
+    if not isinstance(snapshot.get("scope"), str) or snapshot["scope"] not in SCOPES:
+        raise TypeError(f"scope: expected one of {', '.join(SCOPES)}")
+    _check_fields(snapshot, (), ("window_s", "window_start", "window_end", "revision"))
+    for name in LABELS:
+        if not isinstance(snapshot.get(name), str | None):
+            raise TypeError(f"{name}: expected a string")
 
 
 async def follow(settings: Settings, topic: str, view: MetricsView | AlertsView) -> None:
@@ -217,7 +321,8 @@ async def follow(settings: Settings, topic: str, view: MetricsView | AlertsView)
                 for record in records:
                     try:
                         view.add(orjson.loads(record.value))
-                    except (orjson.JSONDecodeError, KeyError, TypeError):
+                    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError,
+                            AttributeError, IndexError):  # `[1]` or worse, from anyone
                         log.warning("skipping an unreadable snapshot at offset %s", record.offset)
     finally:
         await consumer.stop()

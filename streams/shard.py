@@ -20,7 +20,7 @@ import heapq
 import logging
 import math
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -315,7 +315,12 @@ class FamilyLogic(Protocol):
         """The validator for events of `src`, or None for trusted internal topics."""
 
     def load(self, shard: Shard, items: Iterable[tuple[str, Any]]) -> None:
-        """Rebuild the family's extra state from the shard's stored keys (local names)."""
+        """Rebuild the family's extra state from the shard's other stored keys (local
+        names), streamed from the table: iterable once, and while it is read the shard's own
+        keys (windows, progress) are still being restored."""
+
+    def unload(self, shard: Shard) -> None:
+        """Release what `load` holds outside memory (files): the shard is no longer here."""
 
     def apply(self, shard: Shard, messages: list[Message]) -> list[tuple[Rejection, Message]]:
         """Apply a batch to the shard's slots; return rejected events with their messages."""
@@ -395,6 +400,9 @@ class SimpleLogic:
     def load(self, shard: Shard, items: Iterable[tuple[str, Any]]) -> None:
         shard.extra = None
 
+    def unload(self, shard: Shard) -> None:
+        return None
+
     def entities(self, event: JSON) -> Iterable[str]:
         raise NotImplementedError
 
@@ -438,24 +446,34 @@ class ShardRuntime:
         if shard is None:
             shard = Shard(self.logic.family, partition, self.table, self.settings)
             prefix = f"{partition}|"
-            items = [(k[len(prefix):], v) for k, v in self.table.items()
-                     if isinstance(k, str) and k.startswith(prefix)]
-            for local, value in items:
-                if local.startswith("ingest|"):
-                    shard.ingest[local[7:]] = IngestProgress.from_state(value)
-                    shard.ingest_durable[local[7:]] = shard.ingest[local[7:]]
-                elif local == "floors":
-                    shard.floors = {int(k): v for k, v in value.items()}
-                elif local.startswith("w|"):
-                    shard.watermark = max(shard.watermark, value.get("wm", -math.inf))
-                    _, size, start = parse_window_key(local)
-                    shard.store(local, value, start + size)
+            items = ((k[len(prefix):], v) for k, v in self.table.items()
+                     if isinstance(k, str) and k.startswith(prefix))
+            rest = self._restore(shard, items)
+            self.logic.load(shard, rest)
+            deque(rest, maxlen=0)  # what the family did not read restores the shard all the same
             shard.durable_watermark = shard.watermark
             shard.expired_before = shard.watermark - self.settings.retention_s
-            self.logic.load(shard, items)
             self._resend_open_windows(shard)
             self.shards[partition] = shard
         return shard
+
+    @staticmethod
+    def _restore(shard: Shard, items: Iterable[tuple[str, Any]],
+                 ) -> Iterator[tuple[str, Any]]:
+        """Restore the shard's own keys as the table streams by (the join's chunks alone can
+        be gigabytes: never all in a list); yield the family's keys."""
+        for local, value in items:
+            if local.startswith("ingest|"):
+                shard.ingest[local[7:]] = IngestProgress.from_state(value)
+                shard.ingest_durable[local[7:]] = shard.ingest[local[7:]]
+            elif local == "floors":
+                shard.floors = {int(k): v for k, v in value.items()}
+            elif local.startswith("w|"):
+                shard.watermark = max(shard.watermark, value.get("wm", -math.inf))
+                _, size, start = parse_window_key(local)
+                shard.store(local, value, start + size)
+            else:
+                yield local, value
 
     def _resend_open_windows(self, shard: Shard) -> None:
         """Publish the partials of recent windows again when a shard is (re)loaded.
@@ -476,7 +494,9 @@ class ShardRuntime:
         """Drop in-memory state of revoked partitions; the table keeps it for the next owner."""
         gone = set(partitions)
         for partition in gone:
-            self.shards.pop(partition, None)
+            shard = self.shards.pop(partition, None)
+            if shard is not None:
+                self.logic.unload(shard)
             self.announced.pop(partition, None)
         for tp in [tp for tp in self.rewound if tp[1] in gone]:
             del self.rewound[tp]

@@ -51,9 +51,11 @@ INVALID_FIELDS: list[tuple[str, str, Any, str]] = [
     ("pipeline", "records", 2.5, "expected an integer"),
     ("predictions", "model", "m" * 100_000, "longer than 512 characters"),
     ("labels", "event_id", "e" * 513, "longer than 512 characters"),
+    ("predictions", "predicted", "c" * 513, "longer than 512 characters"),
+    ("labels", "label", "c" * 513, "longer than 512 characters"),
     # every number that passes can be summed and encoded (hostile-input findings, issue 11)
     ("predictions", "predicted", 1e20, "outside +-2**53"),
-    ("predictions", "predicted", 2**64, "outside +-2**53"),
+    ("predictions", "predicted", 2**60, "outside +-2**53"),
     ("predictions", "score", -1e300, "outside +-2**53"),
     ("predictions", "features", {"x": 1e300}, "outside +-2**53"),
     ("predictions", "cost_usd", 1e308, "outside +-2**53"),

@@ -34,7 +34,8 @@ class Sums:
         return out
 
     def to_state(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.FIELDS if getattr(self, name)}
+        return {name: json_number(getattr(self, name)) for name in self.FIELDS
+                if getattr(self, name)}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Self:
@@ -42,6 +43,17 @@ class Sums:
         for name, value in state.items():
             setattr(out, name, value)
         return out
+
+
+_INT64 = 2**63
+
+
+def json_number(value: float) -> float:
+    """`value` as the changelog form can hold it: a sum of integers past 64 bits (which JSON
+    encoders refuse) as the nearest float, anything else unchanged."""
+    if isinstance(value, int) and not -_INT64 <= value < _INT64:
+        return float(value)
+    return value
 
 
 def ratio(num: float, den: float) -> float | None:

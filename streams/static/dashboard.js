@@ -1,4 +1,6 @@
-// The live dashboard: polls the worker's JSON API and redraws the charts.
+// The live dashboard: polls the worker's JSON API and redraws the charts. The page is built
+// with createElement and textContent only (no innerHTML): model names and alert texts come
+// from Kafka input and must show as text. The worker's CSP allows no inline script.
 "use strict";
 
 const CHARTS = [
@@ -40,16 +42,42 @@ function renderSizes(sizes) {
   const select = document.getElementById("window");
   const current = [...select.options].map((o) => Number(o.value));
   if (sizes.join() !== current.join()) {
-    select.innerHTML = sizes.map((s) => `<option value="${s}">${s}s windows</option>`).join("");
+    select.replaceChildren(...sizes.map((s) => {
+      const option = document.createElement("option");
+      option.value = String(s);
+      option.textContent = `${s}s windows`;
+      return option;
+    }));
   }
   if (windowSize === null || !sizes.includes(windowSize)) windowSize = sizes[0];
   select.value = String(windowSize);
 }
 
-function renderList(id, rows, empty) {
-  const list = document.getElementById(id);
-  list.innerHTML = rows.length ? rows.map((r) => `<li>${r}</li>`).join("") : `<li class="muted">${empty}</li>`;
+// A list item from parts: a string is text, {b: value} bold text. Names and reasons come from
+// event data: they are only ever set as text, never parsed as HTML.
+function item(parts, className) {
+  const li = document.createElement("li");
+  if (className) li.className = className;
+  for (const part of parts) {
+    if (part !== null && typeof part === "object") {
+      const bold = document.createElement("b");
+      bold.textContent = String(part.b);
+      li.appendChild(bold);
+    } else {
+      li.appendChild(document.createTextNode(String(part)));
+    }
+  }
+  return li;
 }
+
+function renderList(id, rows, empty) {
+  const items = rows.length ? rows.map((parts) => item(parts)) : [item([empty], "muted")];
+  document.getElementById(id).replaceChildren(...items);
+}
+
+function number(v) { return typeof v === "number" ? v.toPrecision(3) : "?"; }
+
+function time(ts) { return new Date(ts * 1000).toLocaleTimeString(); }
 
 async function refresh() {
   try {
@@ -66,16 +94,18 @@ async function refresh() {
     });
     const lifecycle = metrics.filter((s) => s.window_s === sizes[0] && s.model !== "_factory" && (s.deployments || s.rollbacks || s.training_runs))
       .sort((a, b) => b.window_start - a.window_start).slice(0, 12)
-      .map((s) => `${new Date(s.window_start * 1000).toLocaleTimeString()} <b>${s.model}</b>: ` +
-        `${s.training_runs} run(s) finished, ${s.deployments} deployed, ${s.rollbacks} rolled back`);
+      .map((s) => [`${time(s.window_start)} `, { b: s.model },
+        `: ${s.training_runs} run(s) finished, ${s.deployments} deployed, ${s.rollbacks} rolled back`]);
     renderList("deployments", lifecycle, "no training runs or deployments yet");
     document.getElementById("status").textContent = `updated ${new Date().toLocaleTimeString()} · ${metrics.length} snapshots`;
   } catch (err) {
     document.getElementById("status").textContent = "metrics unavailable: " + err.message;
   }
   for (const [id, path, empty, fmt] of [
-    ["alerts", "/api/v1/alerts", "no alert is firing", (a) => `<b>${a.severity}</b> ${a.rule} on ${a.model}: ${a.value.toPrecision(3)} (threshold ${a.threshold})`],
-    ["retraining", "/api/v1/retraining", "no retraining requested", (r) => `${new Date(r.ts * 1000).toLocaleTimeString()} <b>${r.model}</b>: ${r.reason}`],
+    ["alerts", "/api/v1/alerts", "no alert is firing",
+      (a) => [{ b: a.severity }, ` ${a.rule} on `, { b: a.model }, `: ${number(a.value)} (threshold ${a.threshold})`]],
+    ["retraining", "/api/v1/retraining", "no retraining requested",
+      (r) => [`${time(r.ts)} `, { b: r.model }, `: ${r.reason}`]],
   ]) {
     try {
       const body = await getJSON(path);

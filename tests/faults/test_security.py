@@ -1,20 +1,34 @@
-"""Kafka security settings reach every client: a worker against a SASL/SCRAM-only broker."""
+"""Kafka security settings reach every client: a worker against a SASL/SCRAM-only broker, and
+with the authorizer on, each principal can do its part and no more."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
+import orjson
 import pytest
-from aiokafka.errors import KafkaConnectionError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
 
+from streams.acls import Roles, deployment_acls, viewer_group_prefix
 from streams.broker import BrokerSecurity, LocalBroker
 from streams.client import FactoryClient
+from streams.kafka import client_kwargs, ensure_topics
+from streams.settings import Settings
+from streams.topics import PARTIALS_TOPIC, Topics
 from tests.harness import Env, Worker, free_port, wait_for
 
 SECRET = "pulse-s3cret-do-not-log"  # noqa: S105 (a test credential)
+USERS = {"admin": "admin-secret", "pulse": SECRET, "producer": "producer-secret",
+         "viewer": "viewer-secret"}
+FORGED = b'{"forged": "by a principal that may not write here"}'
 
 
 @pytest.fixture
@@ -57,3 +71,113 @@ def test_a_worker_runs_against_a_scram_broker_and_never_logs_the_secret(
     with pytest.raises(KafkaConnectionError):  # aiokafka reports a failed login this way
         wrong.create_topics()
     assert worker.get("/healthz")["status"] == "ok"
+
+
+@pytest.fixture
+def acl_broker(kafka: str, tmp_path: Path) -> Iterator[tuple[Env, LocalBroker]]:
+    """A broker denying all but the ACLs of one deployment, and that deployment's Env."""
+    name = f"t{uuid.uuid4().hex[:10]}"
+    acls = tuple(deployment_acls(f"{name}.", name, Roles()))
+    broker = LocalBroker(tmp_path / "acl", port=free_port(span=2), heap="384m",
+                         security=BrokerSecurity(USERS, acls=acls))
+    status, _ = broker.start()
+    try:
+        yield Env(status.bootstrap, tmp_path / "state", name=name), broker
+    finally:
+        broker.stop()
+
+
+def _as(env: Env, user: str) -> Env:
+    return replace(env, extra={**env.extra, "FACTORY_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                               "FACTORY_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256",
+                               "FACTORY_KAFKA_SASL_USERNAME": user,
+                               "FACTORY_KAFKA_SASL_PASSWORD": USERS[user]})
+
+
+async def _send(settings: Settings, topic: str, value: bytes) -> None:
+    producer = AIOKafkaProducer(**client_kwargs(settings), request_timeout_ms=10_000)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, partition=0)
+    finally:
+        await producer.stop()
+
+
+async def _visible(settings: Settings) -> set[str]:
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+async def _read(settings: Settings, topic: str, partitions: int, group: str | None = None,
+                ) -> list[bytes]:
+    """Every value in `topic`; with a group, its offsets are committed there."""
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), group_id=group,
+                                enable_auto_commit=False, request_timeout_ms=10_000)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        out: list[bytes] = []
+        while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                out += [r.value for r in records]
+        if group:
+            await consumer.commit()
+        return out
+    finally:
+        await consumer.stop()
+
+
+def test_with_acls_each_principal_does_its_part_and_forgeries_are_refused(
+    acl_broker: tuple[Env, LocalBroker], tmp_path: Path, worker_factory: list[Worker],
+) -> None:
+    env, broker = acl_broker
+    config = tmp_path / "factory.toml"
+    config.write_text('[windows]\nsizes = ["10s"]\ngrace = "1s"\n[worker]\nidle = "2s"\n')
+    env.extra["FACTORY_CONFIG"] = str(config)
+    pulse, producer, viewer, admin = (_as(env, u) for u in ("pulse", "producer", "viewer", "admin"))
+    worker = Worker(pulse, tmp_path / "worker.log")  # it creates the layout as `pulse`
+    worker_factory.append(worker.start())
+    # the producers' tools check the layout before sending: they must see it complete
+    assert asyncio.run(ensure_topics(producer.settings())) == []
+
+    start = (time.time() // 10 - 12) * 10  # a closed 10 s window two minutes ago
+
+    async def predictions() -> None:
+        async with FactoryClient(producer.settings()) as client:
+            for i in range(50):
+                client.prediction(event_id=f"a{i}", model="m", version="1", predicted=1,
+                                  ts=start + i * 0.1)
+
+    asyncio.run(predictions())
+    metrics = env.topic("metrics")
+    group = f"{viewer_group_prefix('viewer')}dashboard"
+
+    def published() -> list[dict[str, object]]:
+        values = asyncio.run(_read(viewer.settings(), metrics, env.partitions, group))
+        return [s for s in map(orjson.loads, values)
+                if s.get("model") == "m" and s.get("predictions") == 50]
+
+    snapshot = wait_for(published, timeout_s=60, what="the window, read by the viewer")[0]
+    assert snapshot["window_start"] == start
+
+    partials = f"{env.name}-{PARTIALS_TOPIC}"
+    refused = [(producer, partials), (producer, metrics), (viewer, metrics)]
+    for who, topic in refused:
+        with pytest.raises(TopicAuthorizationFailedError):
+            asyncio.run(_send(who.settings(), topic, FORGED))
+    # a topic a principal may not describe is left out of its metadata: viewers see outputs
+    assert asyncio.run(_visible(viewer.settings())) == set(Topics(env.prefix).outputs.values())
+    for topic, partitions in ((partials, 1), (metrics, env.partitions)):
+        assert FORGED not in asyncio.run(_read(admin.settings(), topic, partitions))
+    assert worker.get("/healthz")["status"] == "ok"
+    denied = re.findall(r"Principal = User:(\w+) is Denied [Oo]peration = (\w+)",
+                        broker.log_path.read_text(errors="replace"))
+    print(f"\nbroker denials by principal and operation: {sorted(set(denied))}")
+    assert "pulse" not in {who for who, _ in denied}, worker.log_tail()  # it lacks no grant

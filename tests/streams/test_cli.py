@@ -4,7 +4,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.harness import CLI, Env
+from tests.harness import CLI, Env, free_port
 
 
 def _worker(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -29,3 +29,17 @@ def test_worker_refuses_input_topics_with_another_partition_count(env: Env) -> N
     result = _worker({**env.vars(), "FACTORY_PARTITIONS": str(env.partitions + 1)})
     assert result.returncode == 2
     assert f"has {env.partitions} partitions but FACTORY_PARTITIONS is" in result.stderr
+
+
+def test_without_a_broker_each_command_says_so_in_one_line() -> None:
+    nobody = f"127.0.0.1:{free_port()}"
+    for command in (["worker"], ["collect", "--count", "1"], ["simulate", "--duration", "1"]):
+        result = subprocess.run([*CLI, *command], capture_output=True, text=True, timeout=60,
+                                env={**os.environ, "FACTORY_KAFKA_BOOTSTRAP": nobody},
+                                check=False)
+        assert result.returncode == 1, (command, result.stderr[-2000:])
+        assert "Traceback" not in result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, lines
+        assert f"no Kafka broker answers at {nobody}" in lines[0]
+        assert "factory-pulse broker start" in lines[0]

@@ -1,4 +1,5 @@
-"""The dashboard in a real headless browser (Debian's chromium): it loads, its charts get data."""
+"""The dashboard in a real headless browser (Debian's chromium): it loads under its
+Content-Security-Policy, its charts get data, and names from events show as text."""
 
 from __future__ import annotations
 
@@ -53,8 +54,11 @@ def test_dashboard_loads_and_its_charts_receive_data(chromium: str, env: Env, tm
              timeout_s=60, what="closed windows in the API")
 
     url = f"http://127.0.0.1:{env.web_port}/"
-    dom = _browser(["--virtual-time-budget=8000", "--dump-dom", url], tmp_path / "p1")
+    dom = _browser(["--virtual-time-budget=8000", "--enable-logging=stderr", "--v=0",
+                    "--dump-dom", url], tmp_path / "p1")
     assert dom.returncode == 0, dom.stderr[-2000:]
+    # the page's scripts, styles and requests all pass its Content-Security-Policy
+    assert "Content Security Policy" not in dom.stderr, dom.stderr[-2000:]
     points = {m[0]: int(m[1]) for m in re.findall(r'id="chart-(\w+)"[^>]*data-points="(\d+)"',
                                                   dom.stdout)}
     if not points:  # attribute order may differ
@@ -74,3 +78,52 @@ def test_dashboard_loads_and_its_charts_receive_data(chromium: str, env: Env, tm
     keep.parent.mkdir(exist_ok=True)
     shutil.copy(shot, keep)
     print(f"\nscreenshot: {keep} ({shot.stat().st_size:,} bytes); points per chart: {points}")
+
+
+# Would set the page's title if the dashboard ever parsed a name as HTML (and the page's CSP
+# let an inline handler run).
+XSS = "<img src=x onerror=\"document.title='pwned'\">"
+XSS_AS_TEXT = "&lt;img src=x onerror=\"document.title='pwned'\"&gt;"
+
+
+def _list(dom: str, list_id: str) -> str:
+    found = re.search(rf'<ul id="{list_id}">(.*?)</ul>', dom, re.S)
+    assert found, f"no list {list_id} in the page"
+    return found[1]
+
+
+def test_names_from_events_show_as_text_and_run_nothing(chromium: str, env: Env,
+                                                        tmp_path: Path,
+                                                        worker_factory: list[Worker]) -> None:
+    worker = configured_worker(env, tmp_path, worker_factory,
+                               '[windows]\nsizes = ["10s"]\ngrace = "0s"\n[worker]\nidle = "1s"\n')
+    start = (time.time() // 10 - 12) * 10
+    predictions = [{"event_id": f"x{i}", "ts": start + i * 0.5, "model": XSS, "version": "v1",
+                    "latency_ms": 10.0, "predicted": 1} for i in range(200)]
+    labels = [{"event_id": p["event_id"], "ts": p["ts"] + 1, "label": 0} for p in predictions]
+    lifecycle = [{"ts": start + 3, "model": XSS, "version": "v2", "kind": "training_finished",
+                  "run_id": "r1", "duration_s": 60.0},
+                 {"ts": start + 4, "model": XSS, "version": "v2", "kind": "deployed"}]
+    produce(env.bootstrap, [(env.topic("predictions"), 0, orjson.dumps(predictions)),
+                            (env.topic("labels"), 1, orjson.dumps(labels)),
+                            (env.topic("deployments"), 0, orjson.dumps(lifecycle))])
+    # every prediction is wrong: the error-rate rule fires for the model
+    wait_for(lambda: any(a["model"] == XSS for a in worker.get("/api/v1/alerts")["alerts"]),
+             timeout_s=60, what="an alert naming the model")
+    wait_for(lambda: any(s.get("deployments") for s in worker.get(
+        "/api/v1/metrics?scope=model")["metrics"] if s.get("model") == XSS),
+             timeout_s=30, what="the deployment in a snapshot")
+
+    url = f"http://127.0.0.1:{env.web_port}/"
+    dom = _browser(["--virtual-time-budget=8000", "--enable-logging=stderr", "--v=0",
+                    "--dump-dom", url], tmp_path / "p1")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert "<title>factory-pulse</title>" in dom.stdout
+    assert "pwned</title>" not in dom.stdout
+    assert "<img" not in dom.stdout
+    assert f"<b>{XSS_AS_TEXT}</b>" in _list(dom.stdout, "alerts")
+    assert f"<b>{XSS_AS_TEXT}</b>: 1 run(s) finished, 1 deployed" in _list(dom.stdout,
+                                                                          "deployments")
+    # nothing even tried to run (the page's CSP would have blocked and logged it)
+    assert "Content Security Policy" not in dom.stderr, dom.stderr[-2000:]
+    assert "snapshots" in dom.stdout

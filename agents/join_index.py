@@ -1,0 +1,369 @@
+"""The label join of one shard: predictions held for their label, on disk.
+
+The changelog is the source of truth: each flush writes the join's new rows as table values
+`c|<kind>|<seq>` of at most CHUNK_CHARS characters (P predictions, L labels applied, O labels that
+came before their prediction), and the label horizon deletes whole chunks. What answers
+"is this event_id held, by which model, what did it predict" is derived from those chunks: a
+RocksDB database (`rocksdict`) under `<data_dir>/join/<partition>`, wiped and rebuilt from
+the chunks whenever the shard is loaded, so a crash can never leave it inconsistent (nor
+needs it a write-ahead log). At 100k predictions/s and a 24 h horizon that is billions of
+entries: memory holds only the current flush's rows, counters, and RocksDB's bounded
+memtables and block cache.
+
+Column families (keys are event ids, seq is 8 bytes big-endian):
+  P: seq + JSON [model, ts, predicted]   predictions, for their label and for dedup
+  L: seq                                 predictions labelled (the first label is kept)
+  O: seq + JSON [label, ts, model]       labels waiting for their prediction
+  X: newest ts + kind + seq -> JSON ids  every chunk, soonest to expire first
+An entry belongs to the chunk whose seq it carries: a chunk's expiry deletes only those, so an
+id written again in a later chunk outlives the earlier one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from rocksdict import (
+    BlockBasedIndexType,
+    BlockBasedOptions,
+    Cache,
+    Options,
+    Rdict,
+    WriteBatch,
+    WriteBufferManager,
+    WriteOptions,
+)
+
+# A chunk holds rows up to this many characters of ids, models and class values, each row
+# counted as at least ROW_CHARS_MIN: about 4,000 rows of the usual kind, a few hundred of the
+# longest names allowed (512 characters each), and never over ~650 KB of JSON, whatever the
+# input (a chunk is one changelog record: past the message limit, the write would fail).
+CHUNK_CHARS = 120_000
+ROW_CHARS_MIN = 30
+KINDS = ("P", "L", "O")
+# What RocksDB may hold in memory for all the joins of a worker together, however many
+# shards it has: memtables (this many bytes of recent writes; a full one goes to disk), and
+# the block cache, which also holds the files' bloom filters and indexes (else those would
+# stay in memory per file, and grow with the index).
+MEMTABLES_BYTES = 128 << 20
+CACHE_BYTES = 64 << 20
+WRITE_BUFFER_BYTES = 32 << 20  # one memtable
+
+Prediction = tuple[str, float, Any, int]  # model, ts, predicted, chunk seq
+Orphan = tuple[Any, float, str | None, int]  # label, ts, model, chunk seq
+
+_DOUBLE = struct.Struct(">d")
+
+
+def _sortable(ts: float) -> bytes:
+    """Eight bytes that sort as the float does (-inf and negatives included)."""
+    bits = int.from_bytes(_DOUBLE.pack(ts), "big")
+    bits = bits ^ 0xFFFF_FFFF_FFFF_FFFF if bits >> 63 else bits | 1 << 63
+    return bits.to_bytes(8, "big")
+
+
+def _seq(seq: int) -> bytes:
+    return seq.to_bytes(8, "big")
+
+
+class Memory:
+    """The memory budget the joins of one worker share (see MEMTABLES_BYTES)."""
+
+    def __init__(self) -> None:
+        self.cache = Cache(CACHE_BYTES)
+        self.memtables = WriteBufferManager(MEMTABLES_BYTES, False)
+
+    def options(self) -> Options:
+        options = Options(raw_mode=True)
+        options.create_if_missing(True)
+        options.create_missing_column_families(True)
+        options.set_write_buffer_manager(self.memtables)
+        options.set_write_buffer_size(WRITE_BUFFER_BYTES)
+        # Most lookups are misses (a new prediction): bloom filters answer them without
+        # searching the memtables or reading the files.
+        options.set_memtable_prefix_bloom_ratio(0.1)
+        options.set_memtable_whole_key_filtering(True)
+        options.set_allow_concurrent_memtable_write(False)  # one writer: the event loop
+        options.set_keep_log_file_num(2)
+        # Filters and indexes in the cache, in partitions of a few KiB: a file's whole filter
+        # (about a MiB per million keys) would be evicted by data blocks and read again and
+        # again; only the small top level of each stays pinned.
+        table = BlockBasedOptions()
+        table.set_block_cache(self.cache)
+        table.set_bloom_filter(10, False)
+        table.set_index_type(BlockBasedIndexType.two_level_index_search())
+        table.set_partition_filters(True)
+        table.set_cache_index_and_filter_blocks(True)
+        table.set_pin_top_level_index_and_filter(True)
+        table.set_pin_l0_filter_and_index_blocks_in_cache(True)
+        options.set_block_based_table_factory(table)
+        return options
+
+
+class Join:
+    """The join index of one shard (see the module docstring); `path` is wiped on open.
+
+    Reads see the current flush's changes (kept in memory until `write_chunks`) over the
+    database. `joinable` and `waiting` count the entries of P and O, kept as they change.
+    """
+
+    def __init__(self, path: Path, memory: Memory | None = None) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        self.path = path
+        memory = memory or Memory()
+        self._db = Rdict(str(path), memory.options(),
+                         column_families={name: memory.options() for name in (*KINDS, "X")})
+        no_wal = WriteOptions()
+        no_wal.disable_wal = True  # rebuilt from the changelog at every load
+        self._db.set_write_options(no_wal)
+        self._cf = {name: self._db.get_column_family(name) for name in (*KINDS, "X")}
+        self._handle = {name: self._db.get_column_family_handle(name)
+                        for name in (*KINDS, "X")}
+        self.next_seq = dict.fromkeys(KINDS, 0)
+        # This flush's rows, in the order they go into chunks, and by id for reads (an
+        # orphan joined this flush is None: deleted at the next write).
+        # this flush's rows, each with its chunk seq last
+        self.new_predictions: list[tuple[str, str, float, Any, int]] = []
+        self.new_labelled: list[tuple[str, float, int]] = []
+        self.new_orphans: list[tuple[str, Any, float, str | None, int]] = []
+        self._filled = dict.fromkeys(KINDS, 0)  # characters of this flush's rows, per kind
+        self._predictions: dict[str, Prediction] = {}
+        self._labelled: dict[str, int] = {}
+        self._orphans: dict[str, Orphan | None] = {}
+        self.joinable = 0  # predictions held (labelled or not)
+        self.waiting = 0  # labels waiting for their prediction
+        self.duplicates = 0
+        self.unmatched_expired = 0
+        self.closed = False
+
+    def close(self) -> None:
+        """Release the files (and RocksDB's lock: the column families hold the database).
+
+        A shard revoked between its batch and the flush still sends that batch's chunks to
+        the changelog (the next owner counts on them): closed, `write_chunks` only returns
+        them, and `expire` leaves expiry to the next owner.
+        """
+        self.closed = True
+        self._cf.clear()
+        self._handle.clear()
+        self._db.close()
+
+    def destroy(self) -> None:
+        """Close and delete the files (the shard moved away; the changelog keeps it all)."""
+        self.close()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def _row_seq(self, kind: str, *texts: Any) -> int:
+        """The chunk sequence number of a new row of `kind` made of `texts`."""
+        filled = self._filled[kind]
+        self._filled[kind] = filled + max(ROW_CHARS_MIN, sum(
+            len(t) for t in texts if type(t) is str))
+        return self.next_seq[kind] + filled // CHUNK_CHARS
+
+    # -- reads -------------------------------------------------------------------------
+
+    def prediction(self, eid: str) -> Prediction | None:
+        held = self._predictions.get(eid)
+        if held is not None:
+            return held
+        raw = self._cf["P"].get(eid.encode())
+        if raw is None:
+            return None
+        model, ts, predicted = orjson.loads(raw[8:])
+        return model, ts, predicted, int.from_bytes(raw[:8], "big")
+
+    def answered(self, eid: str) -> bool:
+        """Whether a label of `eid` was applied already or waits for its prediction."""
+        if eid in self._labelled:
+            return True
+        if eid in self._orphans:
+            return self._orphans[eid] is not None
+        key = eid.encode()
+        return self._cf["L"].get(key) is not None or (
+            bool(self.waiting) and self._cf["O"].get(key) is not None)
+
+    def holds_any(self, ids: list[str]) -> bool:
+        """Whether any of `ids` is a prediction held or a label waiting: two lookups of the
+        whole batch. Also true for an orphan joined in this flush (the caller then takes
+        the event-by-event path, which is exact)."""
+        if not self._predictions.keys().isdisjoint(ids):
+            return True
+        if self.waiting and not self._orphans.keys().isdisjoint(ids):
+            return True
+        keys = [eid.encode() for eid in ids]
+        if self._cf["P"].get(keys).count(None) != len(keys):
+            return True
+        return bool(self.waiting) and self._cf["O"].get(keys).count(None) != len(keys)
+
+    # -- changes of this flush -----------------------------------------------------------
+
+    def add_predictions(self, ids: list[str], models: list[str], ts: list[float],
+                        predicted: list[Any]) -> None:
+        """New predictions, none held yet (see `holds_any`)."""
+        chars = np.fromiter((len(i) + len(m) + (len(p) if type(p) is str else 0)
+                             for i, m, p in zip(ids, models, predicted, strict=True)),
+                            np.int64, len(ids))
+        ends = self._filled["P"] + np.cumsum(np.maximum(chars, ROW_CHARS_MIN))
+        starts = ends - np.maximum(chars, ROW_CHARS_MIN)
+        self._filled["P"] = int(ends[-1])
+        seqs = (self.next_seq["P"] + starts // CHUNK_CHARS).tolist()
+        self._predictions.update(zip(ids, zip(models, ts, predicted, seqs, strict=True),
+                                     strict=True))
+        self.new_predictions.extend(zip(ids, models, ts, predicted, seqs, strict=True))
+        self.joinable += len(ids)
+
+    def add_prediction(self, eid: str, model: str, ts: float, predicted: Any) -> None:
+        seq = self._row_seq("P", eid, model, predicted)
+        self._predictions[eid] = (model, ts, predicted, seq)
+        self.new_predictions.append((eid, model, ts, predicted, seq))
+        self.joinable += 1
+
+    def label(self, eid: str, ts: float) -> None:
+        """Record that the prediction `eid` (made at `ts`) got its label."""
+        seq = self._labelled[eid] = self._row_seq("L", eid)
+        self.new_labelled.append((eid, ts, seq))
+
+    def add_orphan(self, eid: str, label: Any, ts: float, model: str | None) -> None:
+        seq = self._row_seq("O", eid, label, model)
+        self._orphans[eid] = (label, ts, model, seq)
+        self.new_orphans.append((eid, label, ts, model, seq))
+        self.waiting += 1
+
+    def pop_orphan(self, eid: str) -> Orphan | None:
+        """The label waiting for `eid`, no longer waiting; None if there is none."""
+        if eid in self._orphans:
+            orphan = self._orphans[eid]
+        else:
+            raw = self._cf["O"].get(eid.encode()) if self.waiting else None
+            if raw is None:
+                return None
+            label, ts, model = orjson.loads(raw[8:])
+            orphan = (label, ts, model, int.from_bytes(raw[:8], "big"))
+        if orphan is not None:
+            self._orphans[eid] = None
+            self.waiting -= 1
+        return orphan
+
+    # -- flush ---------------------------------------------------------------------------
+
+    def write_chunks(self) -> list[tuple[str, dict[str, Any]]]:
+        """This flush's rows as changelog chunks (`c|<kind>|<seq>` -> columns), now also
+        written to the database in one batch."""
+        chunks: list[tuple[str, dict[str, Any]]] = []
+        pending: dict[str, list[tuple[Any, ...]]] = {
+            "P": self.new_predictions, "L": self.new_labelled, "O": self.new_orphans}
+        columns = {"P": ("i", "m", "t", "p"), "L": ("i", "t"), "O": ("i", "l", "t", "m")}
+        for kind, rows in pending.items():
+            for seq, grouped in itertools.groupby(rows, key=lambda row: row[-1]):
+                part = list(grouped)
+                value: dict[str, Any] = {name: [r[i] for r in part]
+                                         for i, name in enumerate(columns[kind])}
+                value["x"] = max(value["t"])
+                chunks.append((f"c|{kind}|{seq}", value))
+                self.next_seq[kind] = seq + 1
+            rows.clear()
+            self._filled[kind] = 0
+        if not self.closed:
+            self._write(chunks)
+        self._predictions.clear()
+        self._labelled.clear()
+        self._orphans.clear()
+        return chunks
+
+    def _write(self, chunks: list[tuple[str, dict[str, Any]]]) -> None:
+        batch = WriteBatch(raw_mode=True)
+        handle = self._handle
+        for key, value in chunks:
+            _, kind, number = key.split("|")
+            batch.put(_sortable(value["x"]) + kind.encode() + _seq(int(number)),
+                      orjson.dumps(value["i"]), handle["X"])
+        for eid, (model, ts, predicted, seq) in self._predictions.items():
+            batch.put(eid.encode(), _seq(seq) + orjson.dumps([model, ts, predicted]),
+                      handle["P"])
+        for eid, seq in self._labelled.items():
+            batch.put(eid.encode(), _seq(seq), handle["L"])
+        for eid, orphan in self._orphans.items():
+            if orphan is None:
+                batch.delete(eid.encode(), handle["O"])
+            else:
+                batch.put(eid.encode(), _seq(orphan[3]) + orjson.dumps(orphan[:3]),
+                          handle["O"])
+        self._db.write(batch)
+
+    def expire(self, cutoff: float) -> list[str]:
+        """Forget every chunk whose newest row is older than `cutoff`, after `write_chunks`;
+        labels that waited in vain are counted. Returns the chunk keys, for the table."""
+        gone: list[str] = []
+        if self.closed:
+            return gone
+        bound = _sortable(cutoff)
+        chunks = self._cf["X"].iter()
+        chunks.seek_to_first()
+        while chunks.valid() and chunks.key()[:8] < bound:
+            where = chunks.key()
+            kind, tag = where[8:9].decode(), where[9:17]
+            keys = [eid.encode() for eid in orjson.loads(chunks.value())]
+            batch = WriteBatch(raw_mode=True)  # one per chunk: an expiry's batch is bounded
+            batch.delete(where, self._handle["X"])
+            dropped = 0
+            for key, raw in zip(keys, self._cf[kind].get(keys), strict=True):
+                if raw is not None and raw.startswith(tag):  # the entry is this chunk's
+                    batch.delete(key, self._handle[kind])
+                    dropped += 1
+            self._db.write(batch)
+            if kind == "P":
+                self.joinable -= dropped
+            elif kind == "O":
+                self.waiting -= dropped
+                self.unmatched_expired += dropped
+            gone.append(f"c|{kind}|{int.from_bytes(tag, 'big')}")
+            chunks.next()
+        return gone
+
+    # -- rebuild from the changelog --------------------------------------------------------
+
+    def restore(self, key: str, value: dict[str, Any]) -> None:
+        """Add one chunk read back from the table, in any order: of two entries for one id,
+        the later chunk's wins, and a label applied removes the same id's waiting one."""
+        _, kind, number = key.split("|")
+        seq = int(number)
+        self.next_seq[kind] = max(self.next_seq[kind], seq + 1)
+        tag = _seq(seq)
+        ids: list[str] = value["i"]
+        keys = [eid.encode() for eid in ids]
+        batch = WriteBatch(raw_mode=True)
+        batch.put(_sortable(value["x"]) + kind.encode() + tag, orjson.dumps(ids),
+                  self._handle["X"])
+        if kind == "P":
+            rows: list[bytes] = [tag + orjson.dumps(row) for row in
+                                 zip(value["m"], value["t"], value["p"], strict=True)]
+        elif kind == "L":
+            rows = [tag] * len(keys)
+            waiting = self._cf["O"].get(keys)
+            for k, raw in zip(keys, waiting, strict=True):
+                if raw is not None:
+                    batch.delete(k, self._handle["O"])
+            self.waiting -= len(waiting) - waiting.count(None)
+        else:
+            rows = [tag + orjson.dumps(row) for row in
+                    zip(value["l"], value["t"], value["m"], strict=True)]
+            labelled = self._cf["L"].get(keys)
+            keys = [k for k, done in zip(keys, labelled, strict=True) if done is None]
+            rows = [r for r, done in zip(rows, labelled, strict=True) if done is None]
+        added = 0
+        for k, row, old in zip(keys, rows, self._cf[kind].get(keys), strict=True):
+            if old is None or old[:8] < tag:
+                batch.put(k, row, self._handle[kind])
+                added += old is None
+        self._db.write(batch)
+        if kind == "P":
+            self.joinable += added
+        elif kind == "O":
+            self.waiting += added

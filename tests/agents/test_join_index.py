@@ -1,0 +1,240 @@
+"""The join index on disk: reads through the flush's changes, chunks, expiry, rebuild."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from agents.join_index import CHUNK_CHARS, ROW_CHARS_MIN, Join
+
+CHUNK_ROWS = CHUNK_CHARS // ROW_CHARS_MIN  # rows of short ids and models per chunk
+
+
+class Changelog:
+    """What the table holds: the chunks written, less those expired."""
+
+    def __init__(self) -> None:
+        self.chunks: dict[str, dict[str, Any]] = {}
+
+    def flush(self, join: Join, cutoff: float = float("-inf")) -> list[str]:
+        self.chunks.update(join.write_chunks())
+        gone = join.expire(cutoff)
+        for key in gone:
+            del self.chunks[key]
+        return gone
+
+
+def ids(prefix: str, n: int) -> list[str]:
+    return [f"{prefix}{i}" for i in range(n)]
+
+
+def predict(join: Join, names: list[str], ts: float, model: str = "m") -> None:
+    join.add_predictions(names, [model] * len(names), [ts] * len(names),
+                         list(range(len(names))))
+
+
+@pytest.fixture
+def join(tmp_path: Path) -> Join:
+    return Join(tmp_path / "join" / "0")
+
+
+def test_predictions_are_read_back_before_and_after_the_write(join: Join) -> None:
+    predict(join, ["a", "b"], 100.0)
+    join.add_prediction("c", "n", 101.5, {"class": "x"})
+    assert join.prediction("a") == ("m", 100.0, 0, 0)
+    assert join.prediction("zz") is None
+    Changelog().flush(join)
+    assert join.prediction("b") == ("m", 100.0, 1, 0)
+    assert join.prediction("c") == ("n", 101.5, {"class": "x"}, 0)
+    assert join.prediction("zz") is None
+    assert join.joinable == 3
+
+
+def test_holds_any_finds_held_predictions_and_waiting_labels(join: Join) -> None:
+    predict(join, ["a"], 1.0)
+    assert join.holds_any(["x", "a"])  # in this flush
+    Changelog().flush(join)
+    assert join.holds_any(["x", "a"])  # on disk
+    assert not join.holds_any(["x", "y"])
+    join.add_orphan("o", "cat", 2.0, None)
+    assert join.holds_any(["o"])
+    Changelog().flush(join)
+    assert join.holds_any(["y", "o"])
+    assert not join.holds_any(["y", "z"])
+
+
+def test_an_orphan_is_answered_until_taken_once(join: Join) -> None:
+    join.add_orphan("o1", "cat", 5.0, "m")
+    join.add_orphan("o2", "dog", 6.0, None)
+    assert join.waiting == 2
+    assert join.answered("o1")
+    assert join.pop_orphan("o1") == ("cat", 5.0, "m", 0)
+    assert join.pop_orphan("o1") is None
+    assert not join.answered("o1")
+    Changelog().flush(join)
+    assert join.answered("o2")
+    assert join.pop_orphan("o2") == ("dog", 6.0, None, 0)
+    assert not join.answered("o2")
+    assert join.waiting == 0
+    Changelog().flush(join)
+    assert join.pop_orphan("o2") is None  # the taking was written too
+    assert not join.holds_any(["o1", "o2"])
+
+
+def test_labelled_is_answered_in_the_flush_and_after(join: Join) -> None:
+    predict(join, ["a"], 1.0)
+    join.label("a", 1.0)
+    assert join.answered("a")
+    Changelog().flush(join)
+    assert join.answered("a")
+    assert not join.answered("b")
+
+
+def test_chunks_of_the_longest_names_stay_far_below_the_message_limit(join: Join) -> None:
+    # 512-character ids, models and class names of 4-byte characters: 6 KB a row
+    log = Changelog()
+    n = 4000
+    names = [f"{i:06d}" + "\U0001f600" * 506 for i in range(n)]
+    join.add_predictions(names, ["\U0001f600" * 512] * n, [1.0] * n, names)
+    for eid in names[:100]:
+        join.add_orphan("o" + eid[:-1], eid, 2.0, "\U0001f600" * 512)
+    log.flush(join)
+    sizes = [len(orjson.dumps(value)) for value in log.chunks.values()]
+    assert sum(len(v["i"]) for k, v in log.chunks.items() if k.startswith("c|P|")) == n
+    assert max(sizes) < 700 * 1024, max(sizes)
+    assert len(sizes) > 30  # split by size, not by rows
+
+
+def test_rows_go_to_chunks_of_at_most_chunk_rows(join: Join) -> None:
+    log = Changelog()
+    first = ids("a", CHUNK_ROWS + 10)
+    predict(join, first[:5], 10.0)
+    predict(join, first[5:], 20.0)
+    log.flush(join)
+    assert sorted(log.chunks) == ["c|P|0", "c|P|1"]
+    assert len(log.chunks["c|P|0"]["i"]) == CHUNK_ROWS
+    assert log.chunks["c|P|1"]["i"] == first[CHUNK_ROWS:]
+    assert log.chunks["c|P|1"]["x"] == 20.0
+    assert join.prediction(first[CHUNK_ROWS - 1])[3] == 0  # type: ignore[index]
+    assert join.prediction(first[CHUNK_ROWS])[3] == 1  # type: ignore[index]
+    predict(join, ["b"], 30.0)
+    log.flush(join)
+    assert "c|P|2" in log.chunks
+
+
+def test_expiry_drops_whole_chunks_by_their_newest_row(join: Join) -> None:
+    log = Changelog()
+    predict(join, ["old1", "old2"], 100.0)
+    join.add_orphan("lonely", "cat", 100.0, None)
+    join.add_orphan("joined", "dog", 100.0, None)
+    log.flush(join)
+    predict(join, ["new"], 90.0)
+    join.add_prediction("mixed", "m", 200.0, 1)  # same chunk as "new": it keeps it
+    assert join.pop_orphan("joined") is not None
+    join.label("joined", 120.0)
+    log.flush(join)
+    assert join.joinable == 4
+    assert join.waiting == 1
+    assert log.flush(join, cutoff=100.0) == []  # newest == cutoff stays
+    gone = log.flush(join, cutoff=150.0)
+    assert sorted(gone) == ["c|L|0", "c|O|0", "c|P|0"]
+    assert join.prediction("old1") is None
+    assert join.prediction("new") is not None
+    assert join.joinable == 2
+    assert join.waiting == 0
+    assert join.unmatched_expired == 1  # "lonely"; "joined" had found its prediction
+    assert not join.answered("joined")
+    assert sorted(log.flush(join, cutoff=1e9)) == ["c|P|1"]
+    assert join.joinable == 0
+    assert not join.holds_any(["old1", "new", "mixed"])
+
+
+def test_an_id_written_again_outlives_its_earlier_chunk(join: Join) -> None:
+    log = Changelog()
+    predict(join, ["a"], 10.0)
+    log.flush(join)
+    predict(join, ["b"], 50.0)
+    log.flush(join)
+    assert log.flush(join, cutoff=20.0) == ["c|P|0"]
+    predict(join, ["a"], 60.0, model="later")  # expired, so new again
+    log.flush(join)
+    assert join.prediction("a") == ("later", 60.0, 0, 2)
+    assert join.joinable == 2
+
+
+def scenario(join: Join, log: Changelog) -> None:
+    """Predictions, labels, orphans joined and not, expiry, over several flushes."""
+    predict(join, ids("p", 50), 100.0)
+    for eid in ids("p", 50)[:20]:
+        join.label(eid, 100.0)
+    for eid in ids("o", 10):
+        join.add_orphan(eid, 1, 101.0, None)
+    log.flush(join)
+    predict(join, ids("o", 4), 102.0)
+    for eid in ids("o", 4):
+        assert join.pop_orphan(eid) is not None
+        join.label(eid, 102.0)
+    predict(join, ids("q", CHUNK_ROWS + 3), 300.0)
+    log.flush(join)
+    predict(join, ["late"], 50.0)
+    log.flush(join)
+    log.flush(join, cutoff=60.0)  # the chunk of "late" only
+
+
+def state(join: Join, names: list[str]) -> tuple[Any, ...]:
+    return ([join.prediction(n) for n in names], [join.answered(n) for n in names],
+            join.joinable, join.waiting, join.holds_any(["late"]))
+
+
+def test_a_rebuild_from_the_chunks_in_any_order_matches(tmp_path: Path) -> None:
+    live = Join(tmp_path / "live")
+    log = Changelog()
+    scenario(live, log)
+    names = [*ids("p", 50), *ids("o", 10), *ids("q", 5), "late", "none"]
+    expected = state(live, names)
+    assert expected[2:4] == (50 + 4 + CHUNK_ROWS + 3, 6)
+    for order in (sorted(log.chunks), sorted(log.chunks, reverse=True)):
+        rebuilt = Join(tmp_path / "rebuilt")  # wiped: whatever it held is gone
+        for key in order:
+            rebuilt.restore(key, log.chunks[key])
+        assert state(rebuilt, names) == expected
+        rebuilt.close()
+    # and the rebuilt index keeps working: expiry, counters, new chunk numbers
+    rebuilt = Join(tmp_path / "rebuilt")
+    keys = list(log.chunks)
+    random.Random(7).shuffle(keys)
+    for key in keys:
+        rebuilt.restore(key, log.chunks[key])
+    predict(rebuilt, ["z"], 400.0)
+    [(new, _)] = rebuilt.write_chunks()
+    assert new not in log.chunks  # never over a chunk the table holds
+    assert new.startswith("c|P|")
+    assert sorted(rebuilt.expire(200.0)) == sorted(k for k in log.chunks
+                                                   if log.chunks[k]["x"] < 200.0)
+    assert rebuilt.joinable == 4 + CHUNK_ROWS + 3 + 1  # the "o" predictions share "q"'s chunk
+    assert rebuilt.unmatched_expired == 6
+
+
+def test_open_wipes_what_was_there(tmp_path: Path) -> None:
+    first = Join(tmp_path / "j")
+    predict(first, ["a"], 1.0)
+    Changelog().flush(first)
+    first.close()
+    again = Join(tmp_path / "j")
+    assert again.prediction("a") is None
+    assert again.joinable == 0
+    again.destroy()
+    assert not (tmp_path / "j").exists()
+
+
+def test_a_join_closed_mid_flush_still_gives_its_chunks(join: Join) -> None:
+    """A shard revoked between its batch and the flush: the chunks still go to the table."""
+    predict(join, ["a", "b"], 1.0)
+    join.close()
+    chunks = join.write_chunks()
+    assert [(key, value["i"]) for key, value in chunks] == [("c|P|0", ["a", "b"])]
+    assert join.expire(1e9) == []

@@ -1,0 +1,145 @@
+"""The label join through PredictionLogic, without a broker: a shard, its pending table
+writes as the table, flushes, a reload from those writes, and expiry."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from agents.aggregators.window import WindowState
+from agents.predictions import PredictionLogic
+from streams.settings import Settings
+from streams.shard import Message, Shard, ShardRuntime, SimpleLogic
+
+SOURCES = {"t.predictions": "predictions", "t.labels": "labels"}
+
+
+class Rig:
+    def __init__(self, tmp_path: Path) -> None:
+        self.settings = Settings(state_dir=tmp_path, partitions=1, label_horizon_s=1000.0)
+        self.logic = PredictionLogic(self.settings, SOURCES)
+        self.table: dict[str, Any] = {}
+        self.offset = 0
+        self.shard = self.load()
+
+    def load(self) -> Shard:
+        shard = Shard("predictions", 0, None, self.settings)
+        self.logic.load(shard, iter(list(self.table.items())))
+        return shard
+
+    def send(self, kind: str, *events: dict[str, Any]) -> list[str]:
+        """Apply one message and flush; the reasons of what was rejected."""
+        self.offset += 1
+        message = Message(kind, self.offset, list(events), kind)
+        rejected = self.logic.apply(self.shard, [message])
+        asyncio.run(self.logic.before_flush(self.shard, None))  # type: ignore[arg-type]
+        for writes in self.shard.pending_writes:
+            self.table.update(writes)
+            writes.clear()
+        for key in self.shard.pending_deletes:
+            self.table.pop(key, None)
+        self.shard.pending_deletes.clear()
+        return [r.reason for r, _ in rejected]
+
+    def labelled(self) -> int:
+        return sum(slot.state.family("quality").labelled for slot in self.shard.slots.values())
+
+
+def prediction(eid: str, ts: float, model: str = "churn") -> dict[str, Any]:
+    return {"event_id": eid, "ts": ts, "model": model, "predicted": 1, "status": "ok"}
+
+
+def label(eid: str, ts: float, model: str | None = None) -> dict[str, Any]:
+    event: dict[str, Any] = {"event_id": eid, "ts": ts, "label": 1}
+    if model is not None:
+        event["model"] = model
+    return event
+
+
+def test_the_join_keeps_its_rules_across_a_reload_and_expires(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    assert rig.send("predictions", *(prediction(f"p{i}", 100.0 + i) for i in range(3))) == []
+    # the next message is new, well-routed predictions of a known model: the batched path
+    assert rig.send("predictions", *(prediction(f"q{i}", 110.0) for i in range(5))) == []
+    assert rig.send("predictions", prediction("q0", 110.0), prediction("q1", 110.0)) == []
+    assert rig.logic.joins[0].duplicates == 2
+    assert rig.send("predictions", prediction("q2", 111.0, model="other")) == [
+        "event_id: already used by a prediction of model 'churn'"]
+    assert rig.send("labels", label("early", 120.0), label("wrong", 120.0, "other"),
+                    label("never", 120.0)) == []
+    assert rig.logic.joins[0].waiting == 3
+    assert rig.send("predictions", prediction("early", 119.0), prediction("wrong", 119.0)) == [
+        "model: the label names model 'other', its prediction is of model 'churn'"]
+    assert rig.send("labels", label("p0", 130.0), label("p0", 131.0), label("q1", 130.0)) == []
+    join = rig.logic.joins[0]
+    assert (join.joinable, join.waiting, join.duplicates) == (10, 1, 3)
+    assert rig.labelled() == 3  # early, p0, q1
+
+    rig.shard = rig.load()  # the index is rebuilt from the table's chunks alone
+    join = rig.logic.joins[0]
+    # The misattributed label of "wrong" was taken off the waiting ones in memory only (no
+    # chunk says so): after a reload it waits again, until the horizon (as it always has).
+    assert (join.joinable, join.waiting, join.duplicates) == (10, 2, 0)
+    assert rig.send("labels", label("p0", 140.0), label("early", 140.0), label("p1", 140.0),
+                    label("p2", 140.0, "other")) == [
+        "model: the label names model 'other', its prediction is of model 'churn'"]
+    assert rig.send("predictions", prediction("q4", 110.0), prediction("p1", 101.0)) == []
+    assert join.duplicates == 4
+    assert rig.labelled() == 1  # p1 (the reloaded shard's slots start from the table)
+
+    # past the horizon: every chunk before 200 goes, "never" and "wrong" count as unmatched
+    assert rig.send("predictions", prediction("late", 1200.0)) == []
+    assert (join.joinable, join.waiting, join.unmatched_expired) == (1, 0, 2)
+    assert sorted(k for k in rig.table if k.startswith("c|")) == ["c|P|3"]
+    assert rig.send("predictions", prediction("p0", 1201.0)) == []  # forgotten: new again
+    assert join.joinable == 2
+
+
+def test_unload_deletes_the_files(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.send("predictions", prediction("a", 1.0))
+    where = rig.logic.joins[0].path
+    assert where == rig.settings.data_dir / "join" / "0"
+    assert where.exists()
+    rig.logic.unload(rig.shard)
+    assert not where.exists()
+    assert rig.logic.joins == {}
+
+
+class OnceTable:
+    """A table whose items can be read once, as a stream (a list would hold them all)."""
+
+    def __init__(self, items: dict[str, Any]) -> None:
+        self.data = items
+        self.reads = 0
+
+    def items(self) -> Any:
+        self.reads += 1
+        assert self.reads == 1
+        yield from self.data.items()
+
+
+def test_a_shard_loads_its_keys_and_the_join_from_one_pass(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.send("predictions", prediction("a", 100.0), prediction("b", 160.0))
+    rig.send("labels", label("early", 150.0))
+    window = {"s": WindowState().to_state(), "o": {"predictions": 3}, "wm": 160.0}
+    table = OnceTable({"1|w|m%churn|60|120": window, "1|ingest|t.predictions": {
+        "offset": 3, "messages": 4, "accepted": 5, "rejected": 0},
+        "1|floors": {"0": None}, "0|w|m%churn|60|0": window,
+        **{f"1|{key}": value for key, value in rig.table.items() if key.startswith("c|")}})
+    for logic in (PredictionLogic(rig.settings, SOURCES), SimpleLogic(rig.settings, SOURCES)):
+        table.reads = 0
+        runtime = ShardRuntime(None, rig.settings, logic, table, None, None)
+        shard = runtime.shard(1)
+        assert list(shard.stored) == ["w|m%churn|60|120"]  # partition 1's only
+        assert shard.watermark == 160.0
+        assert shard.ingest["t.predictions"].offset == 3
+        assert shard.floors == {0: None}
+        if isinstance(logic, PredictionLogic):
+            join = logic.joins[1]
+            assert (join.joinable, join.waiting) == (2, 1)
+            assert join.path == rig.settings.data_dir / "join" / "1"
+            runtime.forget([1])
+            assert not join.path.exists()
