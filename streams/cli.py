@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiokafka.errors import KafkaConnectionError
 
+from streams.kafka import TopicLayoutError
 from streams.settings import DEFAULT_BOOTSTRAP, ConfigError, load_settings
 
 if TYPE_CHECKING:
@@ -105,17 +106,13 @@ def _broker_acls(args: argparse.Namespace) -> list[Acl]:
 def _worker(args: argparse.Namespace) -> int:
     from streams.app import create_app
     from streams.faust_internals import worker_class
-    from streams.kafka import TopicLayoutError, ensure_topics
+    from streams.kafka import ensure_topics
 
     settings = load_settings()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    try:
-        with _quiet_client():
-            loop.run_until_complete(ensure_topics(settings))
-    except TopicLayoutError as exc:
-        print(f"factory-pulse worker: {exc}", file=sys.stderr)
-        return 2
+    with _quiet_client():  # a topic layout error or a missing broker: one line (`main`)
+        loop.run_until_complete(ensure_topics(settings))
     # The local stores are kept after any stop, clean or not: they are written only once
     # the changelog has their records, so Faust replays just the changelog's tail.
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -132,8 +129,10 @@ def _collect(args: argparse.Namespace) -> int:
     settings = load_settings()
     with _quiet_client():
         asyncio.run(ensure_topics(settings))
+    sent = 0
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(collect(settings, args.interval, args.model, args.host, args.count))
+        sent = asyncio.run(collect(settings, args.interval, args.model, args.host, args.count))
+    print(f"published {sent:,} telemetry samples to {settings.topic_prefix}telemetry")
     return 0
 
 
@@ -176,14 +175,24 @@ def _demo(args: argparse.Namespace) -> int:
         return 1
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """`--help` shows each option's default, unless it has none or its help says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="factory-pulse",
         description="Real-time efficiency metrics for AI factories.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-
-    broker = sub.add_parser("broker", help="start/stop a local single-node Kafka (KRaft)")
+    broker = sub.add_parser("broker", formatter_class=_Help,
+                            help="start/stop a local single-node Kafka (KRaft)")
     broker.add_argument("action", choices=("start", "stop", "status", "acls"),
                         help="acls: print the ACLs of a deployment (--apply: create them)")
     broker.add_argument("--port", type=int, default=_default_port(),
@@ -211,26 +220,30 @@ def build_parser() -> argparse.ArgumentParser:
                               "groups must be named <viewer>-...")
     broker.set_defaults(run=_broker)
 
-    worker = sub.add_parser("worker", help="run the Faust worker (agents, tables, HTTP)")
+    worker = sub.add_parser("worker", formatter_class=_Help,
+                            help="run the Faust worker (agents, tables, HTTP)")
     worker.add_argument("--loglevel", default="info",
                         choices=("debug", "info", "warning", "error"))
     worker.set_defaults(run=_worker)
 
-    collect = sub.add_parser("collect", help="publish GPU (NVML) and CPU telemetry")
+    collect = sub.add_parser("collect", formatter_class=_Help,
+                             help="publish GPU (NVML) and CPU telemetry")
     collect.add_argument("--interval", type=float, default=5.0, help="seconds between samples")
     collect.add_argument("--model", help="the model this host serves (tags every sample)")
     collect.add_argument("--host", help="host name to report (default: this host's)")
     collect.add_argument("--count", type=int, help="stop after this many rounds")
     collect.set_defaults(run=_collect)
 
-    simulate = sub.add_parser("simulate", help="run a synthetic AI factory (or replay a log)")
+    simulate = sub.add_parser("simulate", formatter_class=_Help,
+                              help="run a synthetic AI factory (or replay a log)")
     simulate.add_argument("--rate", type=float, default=200.0, help="predictions per second")
     simulate.add_argument("--duration", type=float, default=0.0, help="seconds (0: forever)")
-    simulate.add_argument("--seed", type=int, default=1)
+    simulate.add_argument("--seed", type=int, default=1, help="random seed of the factory")
     simulate.add_argument("--drift-at", type=float, help="seconds after start to inject drift")
     simulate.add_argument("--drift-kind", choices=("score", "feature", "concept"),
-                          default="concept")
-    simulate.add_argument("--drift-size", type=float, default=0.3)
+                          default="concept", help="what the injected drift changes")
+    simulate.add_argument("--drift-size", type=float, default=0.3,
+                          help="how strong the injected drift is")
     simulate.add_argument("--record", help="also write the events to this JSONL file")
     simulate.add_argument("--replay", help="publish this recorded JSONL log instead")
     simulate.add_argument("--speed", type=float, default=1.0,
@@ -238,8 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--quiet", action="store_true", help="no progress bar")
     simulate.set_defaults(run=_simulate)
 
-    demo = sub.add_parser("demo", help="broker, worker, collector and simulator together")
-    demo.add_argument("--rate", type=float, default=200.0)
+    demo = sub.add_parser("demo", formatter_class=_Help,
+                          help="broker, worker, collector and simulator together")
+    demo.add_argument("--rate", type=float, default=200.0,
+                      help="predictions per second the simulator sends")
     demo.add_argument("--drift-at", type=float, default=120.0,
                       help="seconds until the simulator injects concept drift")
     demo.set_defaults(run=_demo)
@@ -252,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
         code: int = args.run(args)
     except ConfigError as exc:
         print(f"factory-pulse: {exc}", file=sys.stderr)
+        return 2
+    except TopicLayoutError as exc:
+        print(f"factory-pulse {args.command}: {exc}", file=sys.stderr)
         return 2
     except KafkaConnectionError:
         print(f"factory-pulse {args.command}: no Kafka broker answers at {_bootstrap()} "

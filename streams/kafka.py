@@ -18,10 +18,12 @@ from streams.settings import Settings
 from streams.topics import Topics, internal_topics
 
 _TOPIC_ALREADY_EXISTS = 36
+_TOPIC_AUTHORIZATION_FAILED = 29
 
 
 class TopicLayoutError(RuntimeError):
-    """An existing topic's partition count breaks co-partitioning of inputs and tables."""
+    """The topics cannot be laid out as the settings say: an existing topic's partition
+    count breaks co-partitioning of inputs and tables, or a topic cannot be created."""
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -94,8 +96,12 @@ async def ensure_topics(settings: Settings) -> list[str]:
                          topic_configs=big if t in roomy else {}) for t in missing
             ])
             for name, code, *_ in response.topic_errors:
+                if code == _TOPIC_AUTHORIZATION_FAILED:
+                    raise TopicLayoutError(
+                        f"topic {name} is missing and this user may not create it: start the "
+                        "worker first (it creates every topic) or create them as an admin")
                 if code not in (0, _TOPIC_ALREADY_EXISTS):
-                    raise RuntimeError(f"could not create topic {name}: error code {code}")
+                    raise TopicLayoutError(f"could not create topic {name}: error code {code}")
         inputs = list(topics.inputs.values())
         for _ in range(50):  # a topic just created can show no partitions for a moment
             described_all = await admin.describe_topics(inputs)

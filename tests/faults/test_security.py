@@ -4,7 +4,9 @@ with the authorizer on, each principal can do its part and no more."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,7 +25,7 @@ from streams.client import FactoryClient
 from streams.kafka import client_kwargs, ensure_topics
 from streams.settings import Settings
 from streams.topics import PARTIALS_TOPIC, Topics
-from tests.harness import Env, Worker, free_port, wait_for
+from tests.harness import CLI, Env, Worker, free_port, wait_for
 
 SECRET = "pulse-s3cret-do-not-log"  # noqa: S105 (a test credential)
 USERS = {"admin": "admin-secret", "pulse": SECRET, "producer": "producer-secret",
@@ -142,6 +144,13 @@ def test_with_acls_each_principal_does_its_part_and_forgeries_are_refused(
     config.write_text('[windows]\nsizes = ["10s"]\ngrace = "1s"\n[worker]\nidle = "2s"\n')
     env.extra["FACTORY_CONFIG"] = str(config)
     pulse, producer, viewer, admin = (_as(env, u) for u in ("pulse", "producer", "viewer", "admin"))
+    # a producer's tool started before the worker may not create topics: one line, no trace
+    early = subprocess.run([*CLI, "simulate", "--duration", "1", "--quiet"], text=True,
+                           capture_output=True, timeout=60, check=False,
+                           env={**os.environ, **producer.vars()})
+    assert early.returncode == 2, early.stderr[-2000:]
+    assert "Traceback" not in early.stderr
+    assert "may not create it: start the worker first" in early.stderr.strip().splitlines()[-1]
     worker = Worker(pulse, tmp_path / "worker.log")  # it creates the layout as `pulse`
     worker_factory.append(worker.start())
     # the producers' tools check the layout before sending: they must see it complete
