@@ -120,14 +120,19 @@ class Alert:
 
     alert_id: str
     rule: str
-    model: str
+    model: str = spec(metadata=constraint(
+        doc="the entity's names joined by '/': a model, host/device, host or pipeline/stage"))
     state: Literal["firing", "resolved"]
     severity: str
+    metric: str = spec(metadata=constraint(doc="the snapshot field the rule watches"))
     value: float
     threshold: float
     window_start: float
     window_end: float
     ts: float
+    scope: Literal["model", "device", "host", "pipeline"] = "model"
+    relative: bool = spec(default=False, metadata=constraint(
+        doc="true when the threshold applies to the change over the rule's baseline"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,7 +116,6 @@ class Shard:
 
     family: str
     partition: int
-    table: Any
     settings: Settings
     slots: dict[str, Slot] = field(default_factory=dict)
     # Every window slot of this partition as last written. Reads never go to the table:
@@ -444,7 +443,7 @@ class ShardRuntime:
     def shard(self, partition: int) -> Shard:
         shard = self.shards.get(partition)
         if shard is None:
-            shard = Shard(self.logic.family, partition, self.table, self.settings)
+            shard = Shard(self.logic.family, partition, self.settings)
             prefix = f"{partition}|"
             items = ((k[len(prefix):], v) for k, v in self.table.items()
                      if isinstance(k, str) and k.startswith(prefix))

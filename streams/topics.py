@@ -44,10 +44,6 @@ class Topics:
     def outputs(self) -> dict[str, str]:
         return {base: self.name(base) for base in OUTPUT_TOPICS}
 
-    @property
-    def deadletter(self) -> str:
-        return self.name("deadletter")
-
     def all(self) -> list[str]:
         return [*self.inputs.values(), *self.outputs.values()]
 

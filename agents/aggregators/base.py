@@ -1,21 +1,12 @@
-"""The aggregator protocol and a base for families made of plain sums."""
+"""A base for metric families made of plain sums.
+
+Every family (`agents.aggregators.window.FAMILIES`) has `merge`, `to_state`, `from_state`
+and `value`; `tests/agents/aggregators/test_contract.py` checks each against those rules.
+"""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Protocol, Self
-
-
-class Aggregator(Protocol):
-    """What every metric family implements (the contract test suite checks all of them)."""
-
-    def merge(self, other: Self) -> Self: ...
-
-    def to_state(self) -> dict[str, Any]: ...
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> Self: ...
-
-    def value(self) -> dict[str, Any] | None: ...
+from typing import Any, ClassVar, Self
 
 
 class Sums:

@@ -291,8 +291,8 @@ class PageHinkley:
         return [self.n, self.mean, self.cumulative, self.minimum]
 
     @classmethod
-    def from_state(cls, state: list[float] | None, **params: float) -> PageHinkley:
-        out = cls(**params)  # type: ignore[arg-type]
+    def from_state(cls, state: list[float] | None) -> PageHinkley:
+        out = cls()
         if state:
             out.n, out.mean, out.cumulative, out.minimum = int(state[0]), *state[1:]
         return out

@@ -24,7 +24,7 @@ class Rig:
         self.shard = self.load()
 
     def load(self) -> Shard:
-        shard = Shard("predictions", 0, None, self.settings)
+        shard = Shard("predictions", 0, self.settings)
         self.logic.load(shard, iter(list(self.table.items())))
         return shard
 

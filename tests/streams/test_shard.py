@@ -24,7 +24,7 @@ def _runtime(sources: dict[str, str]) -> ShardRuntime:
 
 def test_nothing_moves_until_every_other_partition_announced() -> None:
     runtime = _runtime({"t.predictions": "predictions", "app-byid": "byid"})
-    shard = Shard("predictions", 0, {}, SETTINGS)
+    shard = Shard("predictions", 0, SETTINGS)
     shard.observe({"predictions": 5000.0})
     assert runtime._complete_until(shard) == -math.inf
     shard.floors[1] = [100.0, 4000.0]
@@ -40,7 +40,7 @@ def test_busy_shards_that_forward_to_each_other_never_wait_in_a_circle() -> None
     """What a shard announces comes from its own input topics only: when every shard is busy
     and forwards to every other, each one's completeness still follows its inputs."""
     runtime = _runtime({"t.predictions": "predictions", "app-byid": "byid"})
-    shards = [Shard("predictions", p, {}, SETTINGS) for p in range(3)]
+    shards = [Shard("predictions", p, SETTINGS) for p in range(3)]
     for shard in shards:
         shard.observe({"predictions": 5000.0 + shard.partition, "byid": 4500.0})
         shard.durable_own = shard.complete_until(own=True)
@@ -55,14 +55,14 @@ def test_busy_shards_that_forward_to_each_other_never_wait_in_a_circle() -> None
 
 def test_a_family_without_forwards_follows_its_own_sources() -> None:
     runtime = _runtime({"t.telemetry": "telemetry"})
-    shard = Shard("telemetry", 0, {}, SETTINGS)
+    shard = Shard("telemetry", 0, SETTINGS)
     shard.observe({"telemetry": 5000.0})
     assert runtime._sender_cap(shard, 0) == math.inf
     assert runtime._complete_until(shard) == 5000.0
 
 
 def test_the_slowest_active_source_holds_the_shard_back() -> None:
-    shard = Shard("predictions", 0, {}, SETTINGS)
+    shard = Shard("predictions", 0, SETTINGS)
     shard.observe({"labels": 9000.0, "predictions": 2000.0})
     assert shard.complete_until() == 2000.0
     shard.source_clocks["predictions"] = (2000.0, -1e9)  # silent for longer than worker.idle
@@ -70,7 +70,7 @@ def test_the_slowest_active_source_holds_the_shard_back() -> None:
 
 
 def test_expiry_reaches_cold_slots_and_never_recreates_an_expired_window() -> None:
-    shard = Shard("telemetry", 0, {}, SETTINGS)
+    shard = Shard("telemetry", 0, SETTINGS)
     for start in (0.0, 60.0, 7200.0):
         shard.store(f"w|d:x|60|{start:.0f}", {"s": {}, "o": {}}, start + 60)
     shard.expired_before = 100.0
