@@ -127,9 +127,9 @@ class Join:
         self._handle = {name: self._db.get_column_family_handle(name)
                         for name in (*KINDS, "X")}
         self.next_seq = dict.fromkeys(KINDS, 0)
-        # This flush's rows, in the order they go into chunks, and by id for reads (an
-        # orphan joined this flush is None: deleted at the next write).
-        # this flush's rows, each with its chunk seq last
+        # This flush's rows, in the order they go into chunks (each with its chunk seq
+        # last), and by id for reads (an orphan joined this flush is None: deleted at the
+        # next write).
         self.new_predictions: list[tuple[str, str, float, Any, int]] = []
         self.new_labelled: list[tuple[str, float, int]] = []
         self.new_orphans: list[tuple[str, Any, float, str | None, int]] = []
@@ -210,8 +210,9 @@ class Join:
         chars = np.fromiter((len(i) + len(m) + (len(p) if type(p) is str else 0)
                              for i, m, p in zip(ids, models, predicted, strict=True)),
                             np.int64, len(ids))
-        ends = self._filled["P"] + np.cumsum(np.maximum(chars, ROW_CHARS_MIN))
-        starts = ends - np.maximum(chars, ROW_CHARS_MIN)
+        counted = np.maximum(chars, ROW_CHARS_MIN)
+        ends = self._filled["P"] + np.cumsum(counted)
+        starts = ends - counted
         self._filled["P"] = int(ends[-1])
         seqs = (self.next_seq["P"] + starts // CHUNK_CHARS).tolist()
         self._predictions.update(zip(ids, zip(models, ts, predicted, seqs, strict=True),

@@ -186,12 +186,10 @@ class PredictionLogic:
                     cols.cost.append(math.nan if cost is None else cost)
                     cols.msg.append(mi)
                     orphan = join.pop_orphan(eid)
-                    if orphan is None:
-                        pass
-                    elif orphan[2] in (None, model):
+                    if orphan is not None and orphan[2] in (None, model):
                         self._label(join, labels, eid, (model, ts, predicted), orphan[0],
                                     orphan[1], mi)
-                    else:
+                    elif orphan is not None:
                         label = {"event_id": eid, "ts": orphan[1], "label": orphan[0],
                                  "model": orphan[2]}
                         rejected.append((_misattributed(label, model), message))

@@ -41,6 +41,9 @@ FACTORY = "_factory"
 # must not grow the model's state forever (its duration then comes from `duration_s` only).
 MAX_OPEN_RUNS = 100
 LIFECYCLE_PART = "lifecycle"
+# What reading a malformed record raises (a forged one: only the shards write the topic).
+DATA_ERRORS = (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError,
+               IndexError)
 PSI_DRIFT = 0.25  # a feature drifts past this PSI; the dataset when over half its features do
 
 
@@ -98,7 +101,7 @@ class SnapshotStage:
         # (re-sent, or from a shard far behind) must not start it again from nothing.
         self.forgotten_before = -math.inf
         self.ignored_partials = 0
-        self.malformed = 0  # records of the partials topic skipped as malformed
+        self.malformed = 0  # records of the partials topic skipped, partials dropped
         self.loaded = False
         self.writes: dict[str, Any] = {}
         self.deletes: set[str] = set()
@@ -226,7 +229,7 @@ class SnapshotStage:
                 entry.dirty = False
                 entry.rev += 1
                 self.writes[key] = entry
-                await self._send(entity, size, start, entry.rev, entry.merged())
+                await self._send(entity, size, start, entry.rev, self._merged(key, entry))
                 sent += 1
                 if entity.startswith("m:"):
                     touched.add((size, start))
@@ -254,13 +257,34 @@ class SnapshotStage:
         if old:
             self.writes["factory"] = self.factory_revs
 
+    def _merged(self, key: str, entry: Entry) -> WindowState:
+        """The window's parts merged. A part that cannot be read (only a forged record on
+        the partials topic holds one: the shards write these) is dropped, counted and
+        logged. The parts are checked one by one only when the whole fails, so a sound
+        window costs nothing more, and a partial nothing more as it arrives."""
+        try:
+            merged = entry.merged()
+            merged.value()
+            return merged
+        except DATA_ERRORS:
+            bad = [part for part, state in entry.parts.items() if not _readable(state)]
+            if not bad:
+                raise  # every part reads on its own: not the data's fault
+        for part in bad:
+            del entry.parts[part]
+            self.writes.pop(part_key(part, key), None)
+            self.deletes.add(part_key(part, key))
+            self.malformed += 1
+            log.warning("dropped an unreadable partial of %s from %s", key, part)
+        return entry.merged()
+
     async def _publish_factory(self, size: float, start: float) -> int:
         merged = WindowState()
         for key, entry in self.entries.items():
             if key.startswith("w|m:"):
                 _, s, st = parse_window_key(key)
                 if s == size and st == start:
-                    merged = merged.merge(entry.merged())
+                    merged = merged.merge(self._merged(key, entry))
         fkey = f"{size:g}|{start:.0f}"
         rev = self.factory_revs.get(fkey, 0) + 1
         self.factory_revs[fkey] = rev
@@ -419,6 +443,14 @@ def _start_of(key: str) -> float:
     return parse_window_key(key)[2] if key.startswith("w|") else 0.0
 
 
+def _readable(state: Any) -> bool:
+    try:
+        WindowState.from_state(state).value()
+    except DATA_ERRORS:
+        return False
+    return True
+
+
 def _apply(stage: SnapshotStage, doc: Any) -> None:
     """One record of the partials topic: a window's partial, heartbeats, or deployments.
     Checked whole before anything is applied."""
@@ -428,8 +460,7 @@ def _apply(stage: SnapshotStage, doc: Any) -> None:
         if not (isinstance(shard, str) and isinstance(key, str) and isinstance(state, dict)):
             raise TypeError("a partial needs a shard, a key and a state")
         parse_window_key(key)
-        WindowState.from_state(state).value()  # raises if the state is not one
-        stage.on_partial(shard, key, state)
+        stage.on_partial(shard, key, state)  # its state is read when published (`_merged`)
     elif kind == "h":
         beats = [(str(shard), None if wm is None else float(wm), bool(idle))
                  for shard, (wm, idle) in doc["shards"].items()]
@@ -453,8 +484,7 @@ async def run(stage: SnapshotStage, stream: Any) -> None:
         for event in events:
             try:
                 _apply(stage, orjson.loads(event.value or b""))
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError,
-                    IndexError) as exc:
+            except DATA_ERRORS as exc:
                 # Only the shards write here, but anyone who can reach the topic could: a
                 # malformed record is skipped and counted, never let crash the stage.
                 stage.malformed += 1

@@ -60,6 +60,11 @@ def decode_message(value: bytes | None, validate: Validator, max_bytes: int | No
     if not isinstance(doc, list):
         kind = type(doc).__name__
         return [], [Rejection(f"expected a JSON object or array, got {kind}", None, None, value)]
+    return validate_batch(doc, validate)
+
+
+def validate_batch(doc: list[Any], validate: Validator) -> tuple[list[JSON], list[Rejection]]:
+    """Split a decoded batch into valid events and rejections (at most MAX_REJECTIONS + 1)."""
     events, errors = validate.batch(doc)
     rejections = [Rejection(exc.problem if not exc.field else str(exc), exc.field or None, index,
                             orjson.dumps(doc[index])) for index, exc in errors[:MAX_REJECTIONS]]

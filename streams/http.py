@@ -134,6 +134,7 @@ def register(pulse: Pulse) -> None:
                 "labels_waiting": sum(j.waiting for j in joins),
                 "predictions_joinable": sum(j.joinable for j in joins),
                 "partials_past_retention": pulse.snapshots.ignored_partials,
+                "partials_malformed": pulse.snapshots.malformed,
                 "window_slots": sum(len(shard.stored) for runtime in pulse.runtimes.values()
                                     for shard in runtime.shards.values()),
                 "snapshot_windows": len(pulse.snapshots.entries)}

@@ -214,11 +214,13 @@ def prometheus(view: MetricsView, counters: dict[str, dict[str, int]],
                             ("partials_past_retention", "window partials that reached the "
                                                         "snapshot stage after it forgot the "
                                                         "window"),
+                            ("partials_malformed", "records of the partials topic skipped and "
+                                                   "partials dropped as unreadable (forged)"),
                             ("predictions_joinable", "predictions held for their label"),
                             ("window_slots", "window states held (bounded by the retention)"),
                             ("snapshot_windows", "windows held by the snapshot stage")):
-        kind = "counter" if name in ("duplicates", "labels_unmatched",
-                                     "partials_past_retention") else "gauge"
+        kind = "counter" if name in ("duplicates", "labels_unmatched", "partials_past_retention",
+                                     "partials_malformed") else "gauge"
         suffix = "_total" if kind == "counter" else ""
         lines += [f"# HELP factory_{name}{suffix} {help_text} (this worker's shards)",
                   f"# TYPE factory_{name}{suffix} {kind}", f"factory_{name}{suffix} {join[name]}"]

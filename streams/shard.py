@@ -30,7 +30,7 @@ import numpy.typing as npt
 import orjson
 
 from agents.aggregators.window import WindowState
-from schemas.codec import VALIDATORS, Rejection, decode_message
+from schemas.codec import VALIDATORS, Rejection, decode_message, validate_batch
 from schemas.entities import FIELDS, LIMITS, SCOPES
 from schemas.fields import JSON, Validator
 from streams import deadletter
@@ -208,9 +208,12 @@ class Shard:
                     self.entity_counts[key[0]] -= 1
 
     def admit(self, keys: Iterable[str], ts: float) -> Rejection | None:
-        """Count the entities of an event at `ts`, or say why it is refused: one of them
-        would be one more than its `[limits]` setting allows in this partition."""
+        """Count the entities of an event at `ts` new to this partition, or say why it is
+        refused: one of them would be one more than its `[limits]` setting allows here.
+        Known ones cost a lookup each: their windows' ends are kept by `store`."""
         new = [key for key in keys if key not in self.entity_ends]
+        if not new:
+            return None
         for scope, n in Counter(key[0] for key in new).items():
             setting = LIMITS.get(scope)
             if setting is None:
@@ -223,7 +226,7 @@ class Shard:
                                  "until one ages out of the retention",
                                  FIELDS[scope][0], None, b"")
         end = ts + self.settings.window_sizes[-1]
-        for key in keys:
+        for key in new:
             self._hold(key, end)
         return None
 
@@ -625,7 +628,7 @@ class ShardRuntime:
             if validate is None or not isinstance(doc["e"], list):
                 raise ValueError(f"unknown kind {kind!r}" if validate is None
                                  else "events must be an array")
-            events, rejections = decode_message(orjson.dumps(doc["e"]), validate)
+            events, rejections = validate_batch(doc["e"], validate)
             events, late = self._screen_time(events)
             return Message(src, offset, events, kind), rejections + late
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError,

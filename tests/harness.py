@@ -21,7 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import RecordMetadata
 
 from streams.broker import free_port
-from streams.kafka import ensure_topics
+from streams.kafka import client_kwargs, ensure_topics
 from streams.settings import Settings, load_settings
 
 CLI = [sys.executable, "-m", "streams.cli"]
@@ -168,8 +168,8 @@ def produce(bootstrap: str, records: Iterable[tuple[str, int | None, bytes | Non
     return asyncio.run(_produce(bootstrap, list(records)))
 
 
-async def _read_all(bootstrap: str, topic: str) -> list[Any]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+async def _read_all(topic: str, group: str | None = None, **client: Any) -> list[Any]:
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, group_id=group, **client)
     await consumer.start()
     try:
         parts = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or [])]
@@ -185,6 +185,8 @@ async def _read_all(bootstrap: str, topic: str) -> list[Any]:
             batch = await consumer.getmany(timeout_ms=1000)
             for messages in batch.values():
                 out.extend(messages)
+        if group:
+            await consumer.commit()
         return out
     finally:
         await consumer.stop()
@@ -192,7 +194,13 @@ async def _read_all(bootstrap: str, topic: str) -> list[Any]:
 
 def read_all(bootstrap: str, topic: str) -> list[Any]:
     """Every record currently in `topic`, all partitions, from the beginning to the end."""
-    return asyncio.run(_read_all(bootstrap, topic))
+    return asyncio.run(_read_all(topic, bootstrap_servers=bootstrap))
+
+
+def read_as(settings: Settings, topic: str, group: str | None = None) -> list[Any]:
+    """`read_all` as the user of `settings` (Kafka security included); with a group, its
+    offsets are committed there."""
+    return asyncio.run(_read_all(topic, group, **client_kwargs(settings)))
 
 
 async def _lag(bootstrap: str, group: str, topics: list[str], partitions: int,

@@ -5,6 +5,7 @@ never collide, and the worker stays up and stops within 15 s."""
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 from collections import Counter
@@ -13,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from schemas import entities
+from streams.shard import window_key
 from streams.topics import BYID_TOPIC, PARTIALS_TOPIC
 from tests.harness import Env, Worker, configured_worker, produce, read_all, wait_for
 
@@ -78,6 +81,10 @@ def test_hostile_input_is_dead_lettered_and_good_neighbours_are_counted(
         (f"{env.name}-{BYID_TOPIC}", 0, b'{"k": "predictions", "e": [1]}'),
         (f"{env.name}-{PARTIALS_TOPIC}", 0, b"[1]"),
         (f"{env.name}-{PARTIALS_TOPIC}", 0, b'{"t": "p", "shard": "x", "key": "nope", "s": {}}'),
+        # well formed, but its state cannot be read: dropped when the window is published
+        (f"{env.name}-{PARTIALS_TOPIC}", 0, orjson.dumps(
+            {"t": "p", "shard": "x", "key": window_key(entities.model("good"), 10, ts // 10 * 10),
+             "s": {"traffic": "forged"}})),
         # past the cap of 5 models (good, victim, a|b, cap0, cap1): cap2 and cap3 refused
         (env.topic("predictions"), 0, orjson.dumps([_p(f"c{i}", ts, f"cap{i}")
                                                     for i in range(4)])),
@@ -147,6 +154,10 @@ def test_hostile_input_is_dead_lettered_and_good_neighbours_are_counted(
 
     assert worker.alive()
     assert worker.get("/api/v1/ingest")["topics"]
+    skipped = re.search(r"^factory_partials_malformed_total (\S+)$",
+                        worker.get_text("/metrics"), re.M)
+    assert skipped is not None
+    assert float(skipped.group(1)) == 3  # two unreadable records, one unreadable partial
     began = time.monotonic()
     assert worker.stop(signal.SIGTERM) == 0
     print(f"SIGTERM to exit: {time.monotonic() - began:.1f}s")

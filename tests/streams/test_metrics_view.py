@@ -50,8 +50,8 @@ def _snapshot(scope: str = "model", **fields_: Any) -> dict[str, Any]:
 def _render(view: MetricsView, alerts: AlertsView | None = None, max_series: int = 20_000,
             failures: dict[tuple[str, str], int] | None = None) -> str:
     join = dict.fromkeys(("duplicates", "labels_unmatched", "labels_waiting",
-                          "partials_past_retention", "predictions_joinable", "window_slots",
-                          "snapshot_windows"), 0)
+                          "partials_past_retention", "partials_malformed",
+                          "predictions_joinable", "window_slots", "snapshot_windows"), 0)
     counters = {'in"put\n': {"messages": 1, "accepted": 1, "rejected": 0}}
     return prometheus(view, counters, join, alerts or AlertsView(), LoopLag(), failures or {},
                       max_series=max_series)
