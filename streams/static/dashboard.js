@@ -1,36 +1,75 @@
-// The live dashboard: polls the worker's JSON API and redraws the charts. The page is built
-// with createElement and textContent only (no innerHTML): model names and alert texts come
-// from Kafka input and must show as text. The worker's CSP allows no inline script.
+// The live dashboard: polls the worker's JSON API and redraws. The page is built with
+// createElement and textContent only (no innerHTML): model names and alert texts come from
+// Kafka input and must show as text. The worker's CSP allows no inline script.
 "use strict";
 
+// The ten metrics of the README, in its order; every chart names the one it shows.
+const METRICS = ["", "1 · training time", "2 · data processing speed", "3 · accuracy",
+  "4 · resource utilisation", "5 · deployment frequency", "6 · retraining frequency",
+  "7 · cost per prediction", "8 · satisfaction", "9 · error rate", "10 · innovation rate"];
+
+const perSecond = (field) => (s) => (s[field] == null ? null : s[field] / s.window_s);
+
+// Charts: scope of the snapshots, the field (or pick) charted, its unit; `rollups: false`
+// leaves out `_factory` where a sum of all models would dwarf them.
 const CHARTS = [
-  { id: "error", title: "error rate", pick: (s) => s.error_rate, format: pct },
-  { id: "quality", title: "F1 (accuracy for regressors)", pick: (s) => s.f1 ?? s.accuracy ?? null, format: pct },
-  { id: "latency", title: "latency p95 (ms)", pick: (s) => s.latency_p95_ms, format: (v) => v.toFixed(1) },
-  { id: "cost", title: "cost per prediction (USD)", pick: (s) => s.cost_per_prediction_usd, format: (v) => v.toExponential(1) },
-  { id: "gpu", title: "GPU utilisation", pick: (s) => s.gpu_util_avg, format: pct },
-  { id: "throughput", title: "predictions / s", pick: (s) => s.predictions == null ? null : s.predictions / s.window_s, format: (v) => v.toFixed(1) },
+  { id: "training", metric: 1, title: "training time, mean of runs finished", field: "training_time_mean_s", unit: "duration", rollups: false, empty: "no training run finished in these windows" },
+  { id: "records", metric: 2, title: "records / s per pipeline stage", scope: "pipeline", field: "records_per_s", unit: "count", empty: "no pipeline batch in these windows" },
+  { id: "bytes", metric: 2, title: "bytes / s per pipeline stage", scope: "pipeline", field: "bytes_per_s", unit: "bytes", empty: "no pipeline batch reported bytes" },
+  { id: "f1", metric: 3, title: "F1 (classifiers)", field: "f1", unit: "share", empty: "no labelled prediction of a classifier yet" },
+  { id: "mae", metric: 3, title: "mean absolute error (regressors, in label units)", field: "mae", unit: "plain", empty: "no labelled prediction of a regressor (configure regressors = [...])" },
+  { id: "gpu", metric: 4, title: "GPU utilisation per model", field: "gpu_util_avg", unit: "share", empty: "no telemetry in these windows" },
+  { id: "devices", metric: 4, title: "utilisation per device (GPU and CPU)", scope: "device", field: "gpu_util_avg", unit: "share", empty: "no telemetry in these windows" },
+  { id: "deployments", metric: 5, title: "deployments per window", field: "deployments", unit: "count", kind: "bars", rollups: false, empty: "no deployment in these windows" },
+  { id: "retrains", metric: 6, title: "retrains (training runs finished) per window", field: "retrains", unit: "count", kind: "bars", rollups: false, empty: "no retrain in these windows" },
+  { id: "since", metric: 6, title: "days since the last retrain", field: "days_since_retrain", unit: "days", rollups: false, empty: "no model retrained within the retention" },
+  { id: "cost", metric: 7, title: "cost per 1,000 predictions (USD)", field: "cost_per_prediction_usd", unit: "usd1k", empty: "no cost yet (cost_usd or [prices] in the config)" },
+  { id: "satisfaction", metric: 8, title: "satisfaction (mean rating, 1 to 5)", field: "satisfaction", unit: "plain", empty: "no rated feedback in these windows" },
+  { id: "thumbs", metric: 8, title: "thumbs-up rate", field: "thumbs_up_rate", unit: "share", empty: "no thumbs in these windows" },
+  { id: "engagement", metric: 8, title: "engagement rate (engaged feedback per prediction)", field: "engagement_rate", unit: "share", empty: "no engagement in these windows" },
+  { id: "error", metric: 9, title: "error rate (wrong among labelled)", field: "error_rate", unit: "share", empty: "no labelled prediction yet" },
+  { id: "latency", metric: 9, title: "latency p95", field: "latency_p95_ms", unit: "ms", empty: "no prediction reported latency" },
+  { id: "throughput", metric: 9, title: "predictions / s", pick: perSecond("predictions"), unit: "count", empty: "no prediction in these windows" },
+  { id: "innovation", metric: 10, title: "innovation share (new models or features among deployments)", field: "innovation_share", unit: "share", rollups: false, empty: "no deployment in these windows" },
 ];
 
-function pct(v) { return (v * 100).toFixed(1) + "%"; }
+// The model detail: per metric, the fields shown and their units. Counts are summed over the
+// windows shown; the others are the newest value.
+const DETAIL = [
+  [1, [["training runs", "training_runs", "count"], ["training time, mean", "training_time_mean_s", "duration"], ["training time, longest", "training_time_max_s", "duration"]]],
+  [3, [["F1", "f1", "share"], ["accuracy", "accuracy", "share"], ["precision", "precision", "share"], ["recall", "recall", "share"], ["MAE", "mae", "plain"], ["RMSE", "rmse", "plain"], ["labelled share", "label_coverage", "share"]]],
+  [4, [["GPU utilisation", "gpu_util_avg", "share"], ["memory utilisation", "mem_util_avg", "share"], ["idle share", "idle_share", "share"]]],
+  [5, [["deployments", "deployments", "count"], ["rollbacks", "rollbacks", "count"], ["change failure rate", "change_failure_rate", "share"]]],
+  [6, [["retrains", "retrains", "count"], ["days since retrain", "days_since_retrain", "days"], ["retrain lead time", "retrain_lead_time_s", "duration"]]],
+  [7, [["cost per 1,000 predictions", "cost_per_prediction_usd", "usd1k"], ["cost (USD, window)", "cost_usd", "plain"]]],
+  [8, [["satisfaction (1 to 5)", "satisfaction", "plain"], ["thumbs-up rate", "thumbs_up_rate", "share"], ["engagement rate", "engagement_rate", "share"], ["feedback", "feedback", "count"]]],
+  [9, [["error rate", "error_rate", "share"], ["failure rate", "failure_rate", "share"], ["latency p50", "latency_p50_ms", "ms"], ["latency p95", "latency_p95_ms", "ms"], ["latency p99", "latency_p99_ms", "ms"], ["predictions", "predictions", "count"]]],
+  [10, [["innovations", "innovations", "count"], ["innovation share", "innovation_share", "share"]]],
+];
+const SUMMED = new Set(["training_runs", "deployments", "rollbacks", "retrains", "feedback", "predictions", "innovations"]);
+// Units of alert metrics, for their values.
+const UNIT_OF = Object.fromEntries(DETAIL.flatMap(([, rows]) => rows.map(([, field, unit]) => [field, unit])));
+// Reserved names, said plainly.
+const LABELS = { _factory: "all models", _unattributed: "telemetry with no model" };
 
+const state = { info: { window_sizes: [], regressors: [] }, windowSize: null, model: null, rows: [] };
 const charts = {};
-let windowSize = null;
 
-function setup() {
-  const grid = document.getElementById("charts");
-  CHARTS.forEach((spec) => {
-    const canvas = document.createElement("canvas");
-    canvas.id = "chart-" + spec.id;
-    canvas.className = "chart";
-    grid.appendChild(canvas);
-    charts[spec.id] = new LineChart(canvas, spec);
-  });
-  document.getElementById("window").addEventListener("change", (e) => {
-    windowSize = Number(e.target.value);
-    refresh();
-  });
+function label(name) { return LABELS[name] || name; }
+
+function entity(s, scope) {
+  if (scope === "device") return `${s.host}/${s.device}`;
+  if (scope === "pipeline") return `${s.pipeline}/${s.stage}`;
+  return s[scope];
 }
+
+function duration(seconds) {
+  if (seconds % 3600 === 0) return `${seconds / 3600} h`;
+  if (seconds % 60 === 0) return `${seconds / 60} min`;
+  return `${seconds} s`;
+}
+
+function time(ts) { return clock(ts, true); }
 
 async function getJSON(path) {
   const response = await fetch(path);
@@ -38,19 +77,102 @@ async function getJSON(path) {
   return response.json();
 }
 
-function renderSizes(sizes) {
+// The selection lives in the address (#model=churn&window=60), so a view can be bookmarked.
+function readHash() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  state.model = params.get("model");
+  const size = Number(params.get("window"));
+  if (size) state.windowSize = size;
+}
+
+function writeHash() {
+  const params = new URLSearchParams();
+  if (state.model) params.set("model", state.model);
+  if (state.windowSize) params.set("window", String(state.windowSize));
+  history.replaceState(null, "", `#${params}`);
+}
+
+function pick(name) {
+  state.model = state.model === name ? null : name;
+  writeHash();
+  render();
+}
+
+function setup() {
+  const grid = document.getElementById("charts");
+  CHARTS.forEach((spec) => {
+    const figure = document.createElement("figure");
+    figure.id = `chart-${spec.id}`;
+    figure.className = "chart";
+    figure.dataset.metric = String(spec.metric);
+    grid.appendChild(figure);
+    charts[spec.id] = new Chart(figure, { ...spec, kicker: METRICS[spec.metric] }, (name) => {
+      if ((spec.scope || "model") === "model") pick(name);
+    });
+  });
+  document.getElementById("window").addEventListener("change", (e) => {
+    state.windowSize = Number(e.target.value);
+    writeHash();
+    refresh();
+  });
+  document.getElementById("model").addEventListener("change", (e) => {
+    state.model = e.target.value || null;
+    writeHash();
+    render();
+  });
+  window.addEventListener("resize", () => Object.values(charts).forEach((c) => c.draw()));
+}
+
+function option(value, text) {
+  const o = document.createElement("option");
+  o.value = value;
+  o.textContent = text;
+  return o;
+}
+
+// The window selector, from the configured sizes: filled before the first snapshot.
+function renderSizes() {
+  const sizes = state.info.window_sizes;
   const select = document.getElementById("window");
-  const current = [...select.options].map((o) => Number(o.value));
-  if (sizes.join() !== current.join()) {
-    select.replaceChildren(...sizes.map((s) => {
-      const option = document.createElement("option");
-      option.value = String(s);
-      option.textContent = `${s}s windows`;
-      return option;
-    }));
+  select.replaceChildren(...sizes.map((s) => option(String(s), `${duration(s)} windows`)));
+  if (!sizes.includes(state.windowSize)) state.windowSize = sizes[0] ?? null;
+  select.value = String(state.windowSize);
+}
+
+function renderModels(names) {
+  const select = document.getElementById("model");
+  const current = [...select.options].map((o) => o.value).join("|");
+  const wanted = ["", ...names];
+  if (current !== wanted.join("|")) {
+    select.replaceChildren(option("", "all models"), ...names.map((n) => option(n, label(n))));
   }
-  if (windowSize === null || !sizes.includes(windowSize)) windowSize = sizes[0];
-  select.value = String(windowSize);
+  select.value = state.model && names.includes(state.model) ? state.model : "";
+}
+
+function regressors() {
+  const known = new Set(state.info.regressors);
+  state.rows.forEach((s) => {
+    if (s.scope === "model" && s.mae != null && !s.model.startsWith("_")) known.add(s.model);
+  });
+  return [...known].sort();
+}
+
+function renderCharts() {
+  CHARTS.forEach((spec) => {
+    const scope = spec.scope || "model";
+    const read = spec.pick || ((s) => s[spec.field]);
+    const series = {};
+    state.rows.filter((s) => s.scope === scope).forEach((s) => {
+      const name = entity(s, scope);
+      if (spec.rollups === false && name === "_factory") return;
+      (series[name] = series[name] || []).push([s.window_end, read(s) ?? null]);
+    });
+    const list = Object.keys(series).sort().map((name) => ({ name, label: label(name), points: series[name] }));
+    charts[spec.id].setData(list, state.windowSize, scope === "model" ? state.model : null);
+  });
+  const regs = regressors();
+  charts.f1.setNote(regs.length ? `Regressors have no F1: ${regs.join(", ")} under mean absolute error.` : "");
+  charts.mae.setNote(regs.length ? "" : "No model is configured as a regressor (regressors = [\"name\"] in the config).");
 }
 
 // A list item from parts: a string is text, {b: value} bold text. Names and reasons come from
@@ -71,51 +193,143 @@ function item(parts, className) {
 }
 
 function renderList(id, rows, empty) {
-  const items = rows.length ? rows.map((parts) => item(parts)) : [item([empty], "muted")];
+  const items = rows.length ? rows.map(([parts, className]) => item(parts, className)) : [item([empty], "muted")];
   document.getElementById(id).replaceChildren(...items);
 }
 
-function number(v) { return typeof v === "number" ? v.toPrecision(3) : "?"; }
+function newest(rows, field) {
+  for (let i = rows.length - 1; i >= 0; i--) if (rows[i][field] != null) return rows[i];
+  return null;
+}
 
-function time(ts) { return new Date(ts * 1000).toLocaleTimeString(); }
+// The selected model's numbers (all models by default): the newest value of each field, or
+// for counts the sum over the windows shown. Fields the model never had are left out.
+function renderDetail() {
+  const name = state.model || "_factory";
+  const rows = state.rows.filter((s) => s.scope === "model" && s.model === name);
+  document.getElementById("detail-title").textContent = label(name);
+  const body = [];
+  DETAIL.forEach(([metric, fields]) => {
+    const lines = fields.map(([text, field, unit]) => {
+      const row = newest(rows, field);
+      if (!row) return null;
+      if (SUMMED.has(field)) {
+        const sum = rows.reduce((n, s) => n + (s[field] || 0), 0);
+        return [text, formatValue(sum, unit), `since ${clock(rows[0].window_start)}`];
+      }
+      return [text, formatValue(row[field], unit), `at ${clock(row.window_end)}`];
+    }).filter(Boolean);
+    if (lines.length) body.push(detailHeading(METRICS[metric]), ...lines.map(detailRow));
+  });
+  if (!body.length) body.push(detailHeading("no closed window for this model yet"));
+  document.getElementById("detail").replaceChildren(...body);
+}
 
-async function refresh() {
-  try {
-    const { metrics } = await getJSON("/api/v1/metrics?scope=model&limit=5000");
-    const sizes = [...new Set(metrics.map((s) => s.window_s))].sort((a, b) => a - b);
-    if (sizes.length) renderSizes(sizes);
-    const rows = metrics.filter((s) => s.window_s === windowSize);
-    CHARTS.forEach((spec) => {
-      const series = {};
-      rows.forEach((s) => {
-        (series[s.model] = series[s.model] || []).push([s.window_end, spec.pick(s) ?? null]);
-      });
-      charts[spec.id].setData(series);
-    });
-    const lifecycle = metrics.filter((s) => s.window_s === sizes[0] && s.model !== "_factory" && (s.deployments || s.rollbacks || s.training_runs))
-      .sort((a, b) => b.window_start - a.window_start).slice(0, 12)
-      .map((s) => [`${time(s.window_start)} `, { b: s.model },
-        `: ${s.training_runs} run(s) finished, ${s.deployments} deployed, ${s.rollbacks} rolled back`]);
-    renderList("deployments", lifecycle, "no training runs or deployments yet");
-    document.getElementById("status").textContent = `updated ${new Date().toLocaleTimeString()} · ${metrics.length} snapshots`;
-  } catch (err) {
-    document.getElementById("status").textContent = "metrics unavailable: " + err.message;
+function detailHeading(text) {
+  const tr = document.createElement("tr");
+  const th = document.createElement("th");
+  th.colSpan = 3;
+  th.textContent = text;
+  tr.appendChild(th);
+  return tr;
+}
+
+function detailRow(cells) {
+  const tr = document.createElement("tr");
+  cells.forEach((text) => {
+    const td = document.createElement("td");
+    td.textContent = text;
+    tr.appendChild(td);
+  });
+  return tr;
+}
+
+function render() {
+  const models = [...new Set(state.rows.filter((s) => s.scope === "model").map((s) => s.model))].sort();
+  renderModels(models);
+  renderCharts();
+  renderDetail();
+}
+
+function signedPercent(v) {
+  return `${v < 0 ? "−" : "+"}${formatValue(Math.abs(v), "share")}`;
+}
+
+// An alert's value against its threshold; a relative rule compares the change over its
+// baseline (1.58 is +158 %).
+function judged(metric, value, threshold, relative) {
+  if (relative) {
+    return `${signedPercent(value)} ${value < 0 ? "under" : "over"} baseline (threshold ${signedPercent(threshold)})`;
   }
-  for (const [id, path, empty, fmt] of [
-    ["alerts", "/api/v1/alerts", "no alert is firing",
-      (a) => [{ b: a.severity }, ` ${a.rule} on `, { b: a.model }, `: ${number(a.value)} (threshold ${a.threshold})`]],
-    ["retraining", "/api/v1/retraining", "no retraining requested",
-      (r) => [`${time(r.ts)} `, { b: r.model }, `: ${r.reason}`]],
-  ]) {
+  const unit = UNIT_OF[metric] || "plain";
+  return `${formatValue(value, unit)} (threshold ${formatValue(threshold, unit)})`;
+}
+
+function where(a) {
+  return a.scope && a.scope !== "model" ? [` on ${a.scope} `, { b: a.model }] : [" on ", { b: label(a.model) }];
+}
+
+function alertParts(a) {
+  return [{ b: a.severity }, ` ${a.rule}`, ...where(a), `: ${a.metric} ${judged(a.metric, a.value, a.threshold, a.relative)}`];
+}
+
+function retrainingParts(r) {
+  const e = r.evidence || {};
+  const last = (e.windows || [])[e.windows ? e.windows.length - 1 : 0];
+  const why = last && typeof e.threshold === "number"
+    ? `${e.metric} ${judged(e.metric, last.value, e.threshold, e.relative)} for ${e.windows.length} window(s)`
+    : r.reason;
+  const version = r.version && r.version !== "unknown" ? `version ${r.version}` : "version not known yet";
+  const reference = e.reference_version && e.reference_version !== r.version ? `, reference ${e.reference_version}` : "";
+  return [`${time(r.ts)} `, { b: r.model }, `: ${why}; ${version}${reference}`];
+}
+
+function renderLifecycle() {
+  const rows = state.rows.filter((s) => s.scope === "model" && s.model !== "_factory" && (s.deployments || s.rollbacks || s.training_runs))
+    .sort((a, b) => b.window_start - a.window_start).slice(0, 12)
+    .map((s) => [[`${time(s.window_start)} `, { b: s.model },
+      `: ${s.training_runs || 0} run(s) finished, ${s.deployments || 0} deployed, ${s.rollbacks || 0} rolled back`]]);
+  renderList("deployments", rows, "no training runs or deployments in these windows");
+}
+
+async function refreshLists() {
+  const lists = [
+    ["alerts", "/api/v1/alerts", "no alert is firing", (a) => [[...alertParts(a), ` · since ${time(a.window_end)}`]]],
+    ["history", "/api/v1/alerts/history", "no alert has fired yet",
+      (a) => [[`${time(a.window_end)} `, { b: a.state }, " ", ...alertParts(a)], a.state]],
+    ["retraining", "/api/v1/retraining", "no retraining requested", (r) => [retrainingParts(r)]],
+  ];
+  await Promise.all(lists.map(async ([id, path, empty, fmt]) => {
     try {
       const body = await getJSON(path);
       renderList(id, (body.alerts || body.requests || []).map(fmt), empty);
     } catch (err) {
       renderList(id, [], "not available: " + err.message);
     }
-  }
+  }));
 }
 
+async function refresh() {
+  const status = document.getElementById("status");
+  try {
+    if (!state.info.window_sizes.length) {
+      state.info = await getJSON("/api/v1/info");
+      renderSizes();
+    }
+    const query = `window=${state.windowSize}s&limit=5000`;
+    const scopes = await Promise.all(["model", "device", "pipeline"].map((scope) =>
+      getJSON(`/api/v1/metrics?scope=${scope}&${query}`)));
+    state.rows = scopes.flatMap((body) => body.metrics);
+    render();
+    renderLifecycle();
+    status.textContent = `updated ${time(Date.now() / 1000)} · ${state.rows.length} snapshots`;
+  } catch (err) {
+    status.textContent = "metrics unavailable: " + err.message;
+  }
+  await refreshLists();
+}
+
+readHash();
 setup();
 refresh();
-setInterval(refresh, 3000);
+setInterval(refresh, 5000);

@@ -24,8 +24,8 @@ ALL_ENABLED = {"APP_DEBUG": "true", "APP_WEB_STATS_ENABLED": "true",
                "APP_WEB_GRAPH_ENABLED": "true", "APP_WEB_METRICS_ENABLED": "true",
                "APP_WEB_ROUTER_ENABLED": "true", "APP_WEB_TABLES_ENABLED": "true"}
 OURS = ("/", "/static/dashboard.css", "/static/charts.js", "/static/dashboard.js",
-        "/api/v1/metrics", "/api/v1/alerts", "/api/v1/retraining", "/api/v1/ingest",
-        "/metrics", "/healthz")
+        "/api/v1/metrics", "/api/v1/alerts", "/api/v1/alerts/history", "/api/v1/retraining",
+        "/api/v1/ingest", "/api/v1/info", "/metrics", "/healthz")
 
 
 def _request(worker: Worker, path: str, headers: dict[str, str] | None = None,
@@ -79,6 +79,13 @@ def test_every_answer_carries_the_security_headers(worker: Worker) -> None:
     assert not re.search(r"<style|\sstyle\s*=|javascript:", page, re.I)
     for asset in re.findall(r'(?:src|href)="(/static/[^"]+)"', page):
         assert _request(worker, asset)[0] == 200, asset
+
+
+def test_info_and_alert_history_answer_before_the_first_snapshot(worker: Worker) -> None:
+    """The dashboard fills its window selector from /api/v1/info before any window closed."""
+    assert worker.get("/api/v1/info") == {"app": worker.env.name, "window_sizes": [60.0],
+                                          "regressors": []}
+    assert worker.get("/api/v1/alerts/history") == {"alerts": []}
 
 
 def test_oversized_and_malformed_requests_answer_400_without_a_traceback(worker: Worker,
