@@ -58,10 +58,10 @@ function niceStep(span, count) {
   return [1, 2, 2.5, 5, 10].find((m) => m * power >= raw * (1 - 1e-9)) * power;
 }
 
-// Round ticks covering [lo, hi], about `count` intervals.
-function niceTicks(lo, hi, count) {
+// Round ticks covering [lo, hi], about `count` intervals, none finer than `minStep`.
+function niceTicks(lo, hi, count, minStep = 0) {
   if (hi - lo < 1e-12) hi = lo + (Math.abs(lo) || 1);
-  const step = niceStep(hi - lo, count);
+  const step = Math.max(niceStep(hi - lo, count), minStep);
   const first = Math.floor(lo / step + 1e-9);
   const last = Math.ceil(hi / step - 1e-9);
   const d = decimals(step);
@@ -96,7 +96,7 @@ function timeTicks(x0, x1, pixels) {
 
 class Chart {
   // `spec`: title, kicker (which of the ten metrics), unit, kind ("line" or "bars").
-  // `onPick(name)` is called when a legend entry is clicked.
+  // `onPick(name)`, if given, is called when a legend entry is clicked.
   constructor(figure, spec, onPick) {
     this.figure = figure;
     this.spec = spec;
@@ -122,12 +122,14 @@ class Chart {
   }
 
   // `series`: [{name, label, points: [[x, value], ...]}]; series without a value are left out.
-  setData(series, windowS, selected) {
+  // `domain`: the time range [first, last] all charts share, so they line up.
+  setData(series, windowS, selected, domain) {
     this.series = series
       .map((s) => ({ ...s, points: s.points.filter((p) => p[1] !== null && p[1] !== undefined).sort((a, b) => a[0] - b[0]) }))
       .filter((s) => s.points.length);
     this.windowS = windowS;
     this.selected = selected;
+    this.domain = domain;
     this.renderLegend();
     this.draw();
   }
@@ -137,16 +139,18 @@ class Chart {
   renderLegend() {
     this.legend.replaceChildren(...this.series.map((s) => {
       const li = document.createElement("li");
-      const button = document.createElement("button");
-      button.type = "button";
-      button.title = "show this one's numbers";
       if (s.name === this.selected) li.className = "selected";
+      const entry = document.createElement(this.onPick ? "button" : "span");
+      if (this.onPick) {
+        entry.type = "button";
+        entry.title = "show this model's numbers";
+        entry.addEventListener("click", () => this.onPick(s.name));
+      }
       const swatch = document.createElement("span");
       swatch.className = "swatch";
       swatch.style.background = colorOf(s.name);
-      button.append(swatch, `${s.label} ${this.summary(s.points)}`);
-      button.addEventListener("click", () => this.onPick(s.name));
-      li.appendChild(button);
+      entry.append(swatch, `${s.label} ${this.summary(s.points)}`);
+      li.appendChild(entry);
       return li;
     }));
     this.figure.dataset.series = this.series.map((s) => s.label).join("|");
@@ -168,8 +172,9 @@ class Chart {
     const values = points.map((p) => p[1]);
     const unit = (UNITS[this.spec.unit] || UNITS.plain)(Math.max(...values.map(Math.abs)));
     const scaled = values.map((v) => v * unit.scale);
-    const y = niceTicks(Math.min(0, ...scaled), Math.max(0, ...scaled), Math.max(2, Math.floor(height / 40)));
-    const xs = points.map((p) => p[0]);
+    const whole = this.spec.kind === "bars" && unit.scale === 1; // counts: no half deployment
+    const y = niceTicks(Math.min(0, ...scaled), Math.max(0, ...scaled), Math.max(2, Math.floor(height / 40)), whole ? 1 : 0);
+    const xs = [...points.map((p) => p[0]), ...(this.domain || [])];
     const half = this.windowS / 2; // room for a window's bar or point at either end
     const [x0, x1] = [Math.min(...xs) - half, Math.max(...xs) + half];
     const left = 8 + Math.max(...y.values.map((v) => this.tickLabel(v, y.decimals, unit).length)) * 7;
@@ -257,7 +262,13 @@ class Chart {
       s.points.forEach(([x, v], i) => (i && x - s.points[i - 1][0] <= this.windowS * 1.5
         ? g.lineTo(L.sx(x), L.sy(v)) : g.moveTo(L.sx(x), L.sy(v))));
       g.stroke();
-      s.points.forEach(([x, v]) => g.fillRect(L.sx(x) - 2, L.sy(v) - 2, 4, 4));
+      // a point without a neighbour to join is drawn larger, so it does not get lost
+      const joined = (i) => (i > 0 && s.points[i][0] - s.points[i - 1][0] <= this.windowS * 1.5)
+        || (i < s.points.length - 1 && s.points[i + 1][0] - s.points[i][0] <= this.windowS * 1.5);
+      s.points.forEach(([x, v], i) => {
+        const r = joined(i) ? 2 : 3.5;
+        g.fillRect(L.sx(x) - r, L.sy(v) - r, 2 * r, 2 * r);
+      });
     });
     g.globalAlpha = 1;
   }

@@ -106,9 +106,8 @@ function setup() {
     figure.className = "chart";
     figure.dataset.metric = String(spec.metric);
     grid.appendChild(figure);
-    charts[spec.id] = new Chart(figure, { ...spec, kicker: METRICS[spec.metric] }, (name) => {
-      if ((spec.scope || "model") === "model") pick(name);
-    });
+    const models = (spec.scope || "model") === "model";
+    charts[spec.id] = new Chart(figure, { ...spec, kicker: METRICS[spec.metric] }, models ? pick : null);
   });
   document.getElementById("window").addEventListener("change", (e) => {
     state.windowSize = Number(e.target.value);
@@ -158,6 +157,8 @@ function regressors() {
 }
 
 function renderCharts() {
+  const ends = state.rows.map((s) => s.window_end);
+  const domain = ends.length ? [Math.min(...ends), Math.max(...ends)] : null;
   CHARTS.forEach((spec) => {
     const scope = spec.scope || "model";
     const read = spec.pick || ((s) => s[spec.field]);
@@ -168,7 +169,7 @@ function renderCharts() {
       (series[name] = series[name] || []).push([s.window_end, read(s) ?? null]);
     });
     const list = Object.keys(series).sort().map((name) => ({ name, label: label(name), points: series[name] }));
-    charts[spec.id].setData(list, state.windowSize, scope === "model" ? state.model : null);
+    charts[spec.id].setData(list, state.windowSize, scope === "model" ? state.model : null, domain);
   });
   const regs = regressors();
   charts.f1.setNote(regs.length ? `Regressors have no F1: ${regs.join(", ")} under mean absolute error.` : "");
