@@ -24,12 +24,14 @@ from typing import Any
 import numpy as np
 import orjson
 
-from agents.aggregators.drift import PageHinkley, psi
+from agents.aggregators.change import Adwin, PageHinkley
+from agents.aggregators.drift import psi
 from agents.aggregators.window import WindowState
-from agents.alerts import RuleState, applies, evaluate
+from agents.alerts import RuleState, Transition, applies, evaluate, evaluate_signal
 from agents.closing import EventClock
 from schemas import entities
 from schemas.codec import VALIDATORS
+from schemas.outputs import STREAMING_METRICS
 from streams.faust_internals import TableWrite, apply_local, send_changelog
 from streams.settings import AlertRule, Settings
 from streams.shard import parse_window_key, window_key
@@ -44,7 +46,6 @@ LIFECYCLE_PART = "lifecycle"
 # What reading a malformed record raises (a forged one: only the shards write the topic).
 DATA_ERRORS = (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError,
                IndexError)
-PSI_DRIFT = 0.25  # a feature drifts past this PSI; the dataset when over half its features do
 
 
 def part_key(part: str, key: str) -> str:
@@ -87,9 +88,12 @@ class SnapshotStage:
         self.retraining = outputs["retraining"]
         self.app = app
         self.pinned = {model: pinned_reference(path)
-                       for model, path in settings.drift_pinned.items()}
+                       for model, path in settings.drift.pinned.items()}
         self.alert_states: dict[str, Any] = {}
         self.drift: dict[str, Any] = {}
+        # labels (count, wrong) that arrived since the last publication, per model: what the
+        # per-label detector reads next (`_detect`)
+        self.labels: dict[str, list[float]] = {}
         self.retrain: dict[str, Any] = {}
         self.entries: dict[str, Entry] = {}
         # every shard (family:partition) that reports heartbeats
@@ -149,10 +153,32 @@ class SnapshotStage:
                 self.ignored_partials += 1
                 return
             entry = self.entries[key] = Entry()
-        if entry.parts.get(shard) != state:
+        previous = entry.parts.get(shard)
+        if previous != state:
+            self._count_labels(key, previous, state)
             entry.parts[shard] = state
             entry.dirty = True
             self.writes[part_key(shard, key)] = state
+
+    def _count_labels(self, key: str, previous: Any, state: dict[str, Any]) -> None:
+        """Add what a new partial adds to its model's labelled and wrong counts, for the
+        per-label detector. Partials hold a shard's whole window, so the difference from the
+        one before is what arrived since: late labels count when they arrive, each shard's
+        once. One window size is enough (every label is in each); regressors have no
+        right or wrong."""
+        entity, size, _ = parse_window_key(key)
+        if size != self.settings.window_sizes[0] or not entity.startswith("m:"):
+            return
+        new, old = state.get("quality"), (previous or {}).get("quality") or {}
+        if not isinstance(new, dict):
+            return
+        labelled = float(new.get("n", 0)) - float(old.get("n", 0))
+        correct = float(new.get("ok", 0)) - float(old.get("ok", 0))
+        model = entities.names(entity)["model"]
+        if labelled > 0 and 0 <= correct <= labelled and model not in self.settings.regressors:
+            counts = self.labels.setdefault(model, [0.0, 0.0])
+            counts[0] += labelled
+            counts[1] += labelled - correct
 
     def on_heartbeat(self, shard: str, watermark: float | None, idle: bool) -> None:
         self.clock.heard(shard, watermark, idle, time.monotonic())
@@ -181,8 +207,9 @@ class SnapshotStage:
         lead = None
         if kind == "deployed":
             info["version"] = event["version"]
-            self.drift.pop(model, None)  # a new version starts a new reference (or the pinned)
-            self.writes[f"drift|{model}"] = {"ref": None, "n": 0, "ph": None}
+            # a new version starts a new reference (or the pinned), and new detectors
+            self.drift.pop(model, None)
+            self.writes[f"drift|{model}"] = _fresh_drift()
             pending = self.retrain.get(model, {}).get("pending")
             if pending is not None and event.get("trigger") == "drift":
                 lead = max(ts - pending["end"], 0.0)
@@ -215,6 +242,7 @@ class SnapshotStage:
         if watermark is None:
             return 0
         sent = 0
+        await self._detect(watermark)
         touched: set[tuple[float, float]] = set()
         expired_keys: list[str] = []
         # in window order: drift references and alert rules read windows one after another
@@ -300,8 +328,8 @@ class SnapshotStage:
         scope, named = entity[0], entities.names(entity)
         name = named.get("model")
         if (name is not None and not name.startswith("_")  # the rollup, unattributed samples
-                and size == self.settings.window_sizes[0] and rev == 1):
-            values.update(self._drift(name, state, values))
+                and size == self.settings.window_sizes[0]):
+            values.update(self._drift(name, start, rev, state, values))
         snapshot: dict[str, Any] = {"scope": entities.SCOPES[scope],
                                     "window_s": size, "window_start": start,
                                     "window_end": start + size, "revision": rev,
@@ -315,84 +343,135 @@ class SnapshotStage:
         snapshot.update(values)
         key = window_key(entity, size, start)[2:].encode()
         await self.metrics.send(key=key, value=orjson.dumps(snapshot))
-        if rev == 1:
-            await self._judge(entity, size, start, snapshot)
+        await self._judge(entity, size, start, snapshot)
 
-    def _drift(self, model: str, state: WindowState, values: dict[str, Any]) -> dict[str, Any]:
-        """Score PSI against the version's reference, and Page-Hinkley on error rates."""
-        drift = self.drift.setdefault(model, {"ref": None, "n": 0, "ph": None})
+    def _drift(self, model: str, start: float, rev: int, state: WindowState,
+               values: dict[str, Any]) -> dict[str, Any]:
+        """Score and feature PSI against the version's reference (first revision: the
+        predictions are all there), Page-Hinkley on the window's error rate (the first
+        revision that has one: labels may come late), and the per-label detector's shift."""
+        drift = self.drift.setdefault(model, _fresh_drift())
         self.writes[f"drift|{model}"] = drift
+        config = self.settings.drift
+        out: dict[str, Any] = {}
+        if drift.get("adwin") is not None:
+            out["error_shift"] = Adwin(config.adwin_delta).restore(drift["adwin"]).shift
+        if rev == 1:
+            out.update(self._psi(model, drift, state, values.get("predictions") or 0))
+        last = drift.get("ph_last")
+        if values.get("error_rate") is not None and (last is None or start > last):
+            detector = PageHinkley(config.ph_delta, config.ph_threshold, config.ph_min_windows)
+            out["error_drift"] = detector.restore(drift["ph"]).update(values["error_rate"])
+            drift["ph"], drift["ph_last"] = detector.to_state(), start
+        return out
+
+    def _psi(self, model: str, drift: dict[str, Any], state: WindowState,
+             predictions: int) -> dict[str, Any]:
+        config = self.settings.drift
         out: dict[str, Any] = {}
         current = WindowState()
         for name in ("scores", "features"):
             if name in state.families:
                 current.families[name] = state.families[name]
-        predictions = values.get("predictions") or 0
         if model in self.pinned:
-            drift["ref"], drift["n"] = self.pinned[model], self.settings.drift_reference_size
-        if current.families and drift["n"] < self.settings.drift_reference_size:
+            drift["ref"], drift["n"] = self.pinned[model], config.reference_size
+        if current.families and drift["n"] < config.reference_size:
             # the reference: the version's first `drift.reference_size` predictions
             ref = current if drift["ref"] is None else WindowState.from_state(
                 drift["ref"]).merge(current)
             drift["ref"], drift["n"] = ref.to_state(), drift["n"] + predictions
-        elif current.families and drift["ref"] is not None:
+        elif (current.families and drift["ref"] is not None
+              and predictions >= config.min_predictions):
             reference = WindowState.from_state(drift["ref"])
             ref_scores, scores = reference.families.get("scores"), current.families.get("scores")
             if ref_scores is not None and scores is not None:
-                out["drift_psi"] = psi(ref_scores.hist, scores.hist)
+                out["drift_psi"] = psi(ref_scores.hist, scores.hist, config.psi_bins)
             ref_features = reference.families.get("features")
             features = current.families.get("features")
             if ref_features is not None and features is not None:
-                per_feature = {name: psi(sketch, features.sketches[name])
+                per_feature = {name: psi(sketch, features.sketches[name], config.psi_bins)
                                for name, sketch in ref_features.sketches.items()
                                if name in features.sketches}
                 scored = {k: v for k, v in per_feature.items() if v is not None}
                 if scored:
-                    drifted = sum(1 for v in scored.values() if v > PSI_DRIFT)
+                    drifted = sum(1 for v in scored.values() if v > config.feature_psi)
                     out["drift_psi_features"] = scored
+                    out["drift_psi_max"] = max(scored.values())
                     out["drifted_feature_share"] = drifted / len(scored)
                     out["dataset_drift"] = drifted / len(scored) > 0.5
-        if values.get("error_rate") is not None:
-            detector = PageHinkley.from_state(drift["ph"])
-            out["error_drift"] = detector.update(values["error_rate"])
-            drift["ph"] = detector.to_state()
         return out
+
+    async def _detect(self, watermark: float) -> None:
+        """Feed each model's per-label detector what arrived, and judge the streaming rules
+        on it (during the window of the stage's event time): drift is seen as the labels
+        arrive, not when a window closes."""
+        labels, self.labels = self.labels, {}
+        size = self.settings.window_sizes[0]
+        start = math.floor(watermark / size) * size
+        for model, (labelled, wrong) in sorted(labels.items()):
+            drift = self.drift.setdefault(model, _fresh_drift())
+            detector = Adwin(self.settings.drift.adwin_delta).restore(drift.get("adwin"))
+            detector.update(labelled, wrong)
+            drift["adwin"] = detector.to_state()
+            self.writes[f"drift|{model}"] = drift
+            entity = entities.model(model)
+            for rule in self.settings.alerts:
+                if rule.metric == "error_shift" and applies(rule, "model", model, size):
+                    key = f"alert|{rule.name}|{entity}"
+                    state = RuleState.from_state(self.alert_states.get(key))
+                    transition = evaluate_signal(rule, state, start, start + size,
+                                                 detector.shift)
+                    await self._record(rule, key, entity, state, transition, start, size,
+                                       detector.shift)
 
     async def _judge(self, entity: str, size: float, start: float,
                      snapshot: dict[str, Any]) -> None:
-        """Run the alert rules over a newly closed window; publish transitions."""
+        """Run the window rules over a window's revision; publish transitions."""
         scope, name = entity[0], entities.display(entity)
-        scope_name = entities.SCOPES[scope]
         for rule in self.settings.alerts:
-            if not applies(rule, scope_name, name, size):
+            if rule.metric in STREAMING_METRICS or not applies(
+                    rule, entities.SCOPES[scope], name, size):
                 continue
             key = f"alert|{rule.name}|{entity}"
             state = RuleState.from_state(self.alert_states.get(key))
             raw = snapshot.get(rule.metric)
             value = None if raw is None else float(raw)
             transition = evaluate(rule, state, start, start + size, value)
-            self.alert_states[key] = state.to_state()
-            self.writes[key] = self.alert_states[key]
-            if transition is None:
-                continue
-            shown = state.recent[-1][2] if transition == "firing" and state.recent else value
-            alert = {"alert_id": state.alert_id, "rule": rule.name, "model": name,
-                     "scope": scope_name, "state": transition, "severity": rule.severity,
-                     "metric": rule.metric, "value": shown, "threshold": rule.threshold,
-                     "relative": rule.relative, "window_start": start,
-                     "window_end": start + size, "ts": time.time()}
-            await self.alerts.send(key=f"{rule.name}|{entity}".encode(), value=orjson.dumps(alert))
-            if (transition == "firing" and rule.action == "retrain" and scope == "m"
-                    and not name.startswith("_")):  # the rollup is not a model to retrain
-                await self._request_retraining(name, rule, state, start, start + size)
+            await self._record(rule, key, entity, state, transition, start, size, value)
+
+    async def _record(self, rule: AlertRule, key: str, entity: str, state: RuleState,
+                      transition: Transition | None, start: float, size: float,
+                      value: float | None) -> None:
+        """Store the rule's state; publish its transition, if any, and ask for retraining."""
+        self.alert_states[key] = state.to_state()
+        self.writes[key] = self.alert_states[key]
+        if transition is None:
+            return
+        scope, name = entity[0], entities.display(entity)
+        shown = state.recent[-1][2] if transition == "firing" and state.recent else value
+        alert = {"alert_id": state.alert_id, "rule": rule.name, "model": name,
+                 "scope": entities.SCOPES[scope], "state": transition,
+                 "severity": rule.severity, "metric": rule.metric, "value": shown,
+                 "threshold": rule.threshold, "relative": rule.relative,
+                 "window_start": start, "window_end": start + size, "ts": time.time()}
+        await self.alerts.send(key=f"{rule.name}|{entity}".encode(), value=orjson.dumps(alert))
+        if (transition == "firing" and rule.action == "retrain" and scope == "m"
+                and not name.startswith("_")):  # the rollup is not a model to retrain
+            await self._request_retraining(name, rule, state, start, start + size)
 
     async def _request_retraining(self, model: str, rule: AlertRule, state: RuleState,
                                   start: float, end: float) -> None:
-        """At most one request per model per `retraining.cooldown` (event time)."""
+        """At most one request per model per `retraining.cooldown`, and per rule and model
+        per the rule's `cooldown` (event time)."""
         info = self.retrain.setdefault(model, {"last_end": None, "pending": None})
         if info["last_end"] is not None and end - info["last_end"] < (
                 self.settings.retrain_cooldown_s):
             return
+        if state.requested_end is not None and end - state.requested_end < rule.cooldown_s:
+            return
+        state.requested_end = end
+        key = f"alert|{rule.name}|{entities.model(model)}"
+        self.alert_states[key] = self.writes[key] = state.to_state()
         version = self.models.get(model, {}).get("version")
         request = {"request_id": f"{model}:{rule.name}:{start:.0f}", "model": model,
                    "version": version or "unknown", "rule": rule.name,
@@ -437,6 +516,11 @@ def pinned_reference(path: Path) -> dict[str, Any]:
             name: np.array([(e.get("features") or {}).get(name, math.nan) for e in events],
                            dtype=np.float64) for name in names})
     return state.to_state()
+
+
+def _fresh_drift() -> dict[str, Any]:
+    """A model version's drift state: its reference, and its detectors' states."""
+    return {"ref": None, "n": 0, "ph": None, "ph_last": None, "adwin": None}
 
 
 def _start_of(key: str) -> float:

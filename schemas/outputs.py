@@ -107,9 +107,25 @@ class MetricSnapshot:
     innovation_share: float | None = None
     drift_psi: float | None = spec(default=None, metadata=constraint(doc="PSI of the score"))
     drift_psi_features: dict[str, float] | None = None
+    drift_psi_max: float | None = spec(default=None, metadata=constraint(
+        doc="the largest PSI of any feature"))
     drifted_feature_share: float | None = None
     dataset_drift: bool | None = None
-    error_drift: bool | None = None
+    error_drift: bool | None = spec(default=None, metadata=constraint(
+        doc="Page-Hinkley saw the window error rates rise (in the revision that first "
+            "had labels)"))
+    error_shift: float | None = spec(default=None, metadata=constraint(
+        doc="how far the labelled error rate stands above its level before the last "
+            "increase the per-label detector saw (0: none stands), at publication"))
+
+
+# What an alert rule may watch: every number or flag of a snapshot but the window's identity.
+ALERT_METRICS = frozenset(
+    name for name, kind in MetricSnapshot.__annotations__.items()
+    if name not in {"window_s", "window_start", "window_end", "revision", "ts"}
+    and kind in ("int | None", "float | None", "bool | None"))
+# Metrics judged as the labels arrive, not per closed window (see `agents.alerts`).
+STREAMING_METRICS = frozenset({"error_shift"})
 
 
 @dataclass(frozen=True, slots=True)

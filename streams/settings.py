@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from schemas.outputs import ALERT_METRICS, STREAMING_METRICS
+
 T = TypeVar("T")
 
 DEFAULT_BOOTSTRAP = "localhost:9092"
@@ -72,6 +74,27 @@ class Prices:
 
 
 @dataclass(frozen=True, slots=True)
+class Drift:
+    """The drift detectors' parameters (`[drift]`, see README "Alerts and retraining")."""
+
+    # the reference: a version's first predictions, or a recorded file per model
+    reference_size: int = 2000
+    pinned: Mapping[str, Path] = field(default_factory=dict)
+    # PSI over `psi_bins` bins cut at the reference's quantiles; a feature drifts past
+    # `feature_psi`; windows with fewer than `min_predictions` predictions get no PSI
+    # (a handful of scores is not a distribution)
+    psi_bins: int = 10
+    feature_psi: float = 0.25
+    min_predictions: int = 100
+    # Page-Hinkley over window error rates (`error_drift`)
+    ph_delta: float = 0.01
+    ph_threshold: float = 0.15
+    ph_min_windows: int = 5
+    # the per-label detector (`error_shift`, `agents.aggregators.change.Adwin`)
+    adwin_delta: float = 0.002
+
+
+@dataclass(frozen=True, slots=True)
 class AlertRule:
     """One alert rule of the `[[alerts]]` config (see README, "Alerts and retraining")."""
 
@@ -83,6 +106,8 @@ class AlertRule:
     for_windows: int = 1
     resolve: float | None = None
     keep_firing_for: int = 0
+    # Event time between two retraining requests of this rule for one entity (on top of
+    # `retraining.cooldown`); alerts themselves are never held back: each episode fires.
     cooldown_s: float = 0.0
     severity: Literal["info", "warning", "critical"] = "warning"
     models: tuple[str, ...] = ("*",)
@@ -132,8 +157,7 @@ class Settings:
     max_message_bytes: int = 1024 * 1024
     alerts: tuple[AlertRule, ...] = ()
     retrain_cooldown_s: float = 6 * 3600.0
-    drift_reference_size: int = 2000
-    drift_pinned: Mapping[str, Path] = field(default_factory=dict)
+    drift: Drift = field(default_factory=Drift)
     limits: Limits = field(default_factory=Limits)
     prices: Prices = field(default_factory=Prices)
     regressors: frozenset[str] = frozenset()
@@ -234,7 +258,8 @@ _SECTIONS = {
     "windows": {"sizes", "retention", "label_horizon", "grace", "max_future", "max_age"},
     "prices": {"per_hour", "per_kwh"},
     "retraining": {"cooldown"},
-    "drift": {"reference_size", "pinned"},
+    "drift": {"reference_size", "pinned", "psi_bins", "feature_psi", "min_predictions",
+              "ph_delta", "ph_threshold", "ph_min_windows", "adwin_delta"},
     "limits": {"models", "devices", "hosts", "pipelines"},
 }
 _TOP_LEVEL = {*_SECTIONS, "regressors", "alerts"}
@@ -327,9 +352,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         limits=Limits(**{name: get(f"limits.{name}", getattr(Limits(), name),
                                    lambda k, v: _int(k, v, 1, 1_000_000))
                          for name in ("models", "devices", "hosts", "pipelines")}),
-        drift_reference_size=get("drift.reference_size", 2000,
-                                 lambda k, v: _int(k, v, 10, 10_000_000)),
-        drift_pinned=get("drift.pinned", {}, _pinned),
+        drift=_drift(get),
         prices=_prices(values),
         regressors=get("regressors", frozenset(), _regressors),
         config_path=config_path,
@@ -384,38 +407,35 @@ def _regressors(key: str, value: Any) -> frozenset[str]:
     return frozenset(_str(f"{key}[{i}]", v) for i, v in enumerate(value))
 
 
-# Metrics an alert rule may watch: every numeric snapshot field.
-ALERT_METRICS = frozenset({
-    "predictions", "failures", "failure_rate", "latency_p50_ms", "latency_p95_ms",
-    "latency_p99_ms", "labelled", "accuracy", "error_rate", "label_coverage",
-    "label_delay_p50_s", "label_delay_p95_s", "precision", "recall", "f1", "mae", "rmse",
-    "cost_usd", "cost_per_prediction_usd", "energy_j", "energy_j_per_prediction",
-    "gpu_util_avg", "gpu_util_p95", "mem_util_avg", "idle_share", "training_runs",
-    "training_time_mean_s", "deployments", "rollbacks", "change_failure_rate", "retrains",
-    "days_since_retrain", "satisfaction", "thumbs_up_rate", "engagement_rate", "innovations",
-    "innovation_share", "drift_psi", "error_drift", "records_per_s", "bytes_per_s",
-    "pipeline_error_rate", "retrain_lead_time_s"})
-
 _RULE_KEYS = {"name", "metric", "op", "threshold", "window", "for", "resolve", "keep_firing_for",
               "cooldown", "severity", "models", "scope", "action", "relative", "baseline"}
 
 
 def default_rules(smallest_window: float) -> tuple[AlertRule, ...]:
-    """Rules that ship with the service; `[[alerts]]` in the config replaces them."""
+    """Rules that ship with the service; `[[alerts]]` in the config replaces them.
+
+    One for each detector's output (the per-label detector, Page-Hinkley, score PSI, feature
+    PSI), each asking for retraining (at most one request per model per
+    `retraining.cooldown`), and plain thresholds on errors, failures, label coverage, cost
+    and idle GPUs.
+    """
     w = smallest_window
     return (
-        AlertRule("error-rate-high", "error_rate", ">", 0.25, w, for_windows=3, resolve=0.15,
-                  cooldown_s=1800),
+        AlertRule("concept-drift", "error_shift", ">", 0.0, w, action="retrain"),
+        AlertRule("error-drift", "error_drift", ">", 0.5, w, action="retrain"),
+        AlertRule("score-drift", "drift_psi", ">", 0.25, w, for_windows=2, resolve=0.1,
+                  action="retrain"),
+        AlertRule("feature-drift", "drift_psi_max", ">", 0.2, w, for_windows=2, resolve=0.1,
+                  action="retrain"),
+        AlertRule("error-rate-high", "error_rate", ">", 0.25, w, for_windows=3, resolve=0.15),
         AlertRule("failure-rate-high", "failure_rate", ">", 0.05, w, for_windows=2,
-                  resolve=0.02, severity="critical", cooldown_s=1800),
-        AlertRule("concept-drift", "error_rate", ">", 0.5, w, for_windows=3, resolve=0.2,
-                  relative=True, action="retrain", cooldown_s=6 * 3600),
-        AlertRule("score-drift", "drift_psi", ">", 0.25, w, for_windows=3, resolve=0.1,
-                  action="retrain", cooldown_s=6 * 3600),
+                  resolve=0.02, severity="critical"),
+        AlertRule("label-coverage-drop", "label_coverage", "<", -0.5, w, for_windows=5,
+                  resolve=-0.2, relative=True),
         AlertRule("cost-per-prediction-jump", "cost_per_prediction_usd", ">", 0.5, w,
-                  for_windows=3, resolve=0.2, relative=True, cooldown_s=3600),
+                  for_windows=3, resolve=0.2, relative=True),
         AlertRule("gpu-idle", "gpu_util_avg", "<", 0.05, w, for_windows=10, resolve=0.1,
-                  severity="info", scope="device", models=("*/gpu*",), cooldown_s=3600),
+                  severity="info", scope="device", models=("*/gpu*",)),
     )
 
 
@@ -462,6 +482,11 @@ def _alert_rule(index: int, item: Any, sizes: tuple[float, ...]) -> AlertRule:
     relative = item.get("relative", False)
     if not isinstance(relative, bool):
         raise ConfigError(f"{where}.relative", "expected true or false")
+    if metric in STREAMING_METRICS:  # judged as labels arrive: no windows to count
+        for key in ("for", "relative", "baseline", "keep_firing_for"):
+            if key in item:
+                raise ConfigError(f"{where}.{key}", f"does not apply to {metric}, which is "
+                                  "judged as the labels arrive, not per window")
     return AlertRule(
         name=_str(f"{where}.name", item["name"]), metric=metric, op=op, threshold=threshold,
         window_s=window, for_windows=_int(f"{where}.for", item.get("for", 1), 1, 10_000),
@@ -478,6 +503,34 @@ def _alert_rule(index: int, item: Any, sizes: tuple[float, ...]) -> AlertRule:
         relative=relative,
         baseline_windows=_int(f"{where}.baseline", item.get("baseline", 10), 1, 10_000),
     )
+
+
+def _drift(get: Callable[[str, Any, Callable[[str, Any], Any]], Any]) -> Drift:
+    default = Drift()
+    return Drift(
+        reference_size=get("drift.reference_size", default.reference_size,
+                           lambda k, v: _int(k, v, 10, 10_000_000)),
+        pinned=get("drift.pinned", {}, _pinned),
+        psi_bins=get("drift.psi_bins", default.psi_bins, lambda k, v: _int(k, v, 2, 100)),
+        feature_psi=get("drift.feature_psi", default.feature_psi,
+                        lambda k, v: _bounded(k, v, 0.0, 100.0)),
+        min_predictions=get("drift.min_predictions", default.min_predictions,
+                            lambda k, v: _int(k, v, 1, 10_000_000)),
+        ph_delta=get("drift.ph_delta", default.ph_delta, lambda k, v: _bounded(k, v, 0.0, 1.0)),
+        ph_threshold=get("drift.ph_threshold", default.ph_threshold,
+                         lambda k, v: _bounded(k, v, 1e-9, 100.0)),
+        ph_min_windows=get("drift.ph_min_windows", default.ph_min_windows,
+                           lambda k, v: _int(k, v, 1, 10_000)),
+        adwin_delta=get("drift.adwin_delta", default.adwin_delta,
+                        lambda k, v: _bounded(k, v, 1e-12, 0.5)),
+    )
+
+
+def _bounded(key: str, value: Any, low: float, high: float) -> float:
+    number = _number(key, value)
+    if not low <= number <= high:
+        raise ConfigError(key, f"must be between {low:g} and {high:g}, got {value!r}")
+    return number
 
 
 def _pinned(key: str, value: Any) -> dict[str, Path]:

@@ -1,13 +1,13 @@
-"""Drift statistics: score histograms, the population stability index, and Page-Hinkley.
+"""Drift statistics: score histograms, feature sketches and the population stability index.
 
 The score of each window is kept as a 100-bin histogram on [0, 1] (a mergeable family like the
-others). PSI compares a window with the model version's reference over 10 bins cut at the
-reference's deciles (to the histogram's 0.01 resolution). Page-Hinkley watches the sequence
-of per-window error rates for an upward change in their mean (concept drift).
+others). PSI compares a window with the model version's reference over 10 bins (`drift.psi_bins`)
+cut at the reference's deciles (to the histogram's 0.01 resolution). The change detectors over
+error rates are in `agents.aggregators.change`.
 
 Every state here is bounded whatever producers send: scores in 101 bins, at most MAX_FEATURES
 features named in at most MAX_FEATURE_NAME characters, each in at most
-VALUE_SKETCH_MAX_BUCKETS buckets, and Page-Hinkley in four numbers. The drift reference
+VALUE_SKETCH_MAX_BUCKETS buckets. The drift reference
 (a WindowState of scores and features) has the same bound.
 """
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
-from dataclasses import dataclass
 from typing import Any, Self
 
 import numpy as np
@@ -236,9 +235,9 @@ class Features:
 
 
 def psi(reference: LinearHistogram | ValueSketch, current: LinearHistogram | ValueSketch,
-        ) -> float | None:
-    """Population stability index of `current` against `reference`, over 10 bins cut at the
-    reference's deciles (to the sketches' resolution); None when either side is empty.
+        bins: int = PSI_BINS) -> float | None:
+    """Population stability index of `current` against `reference`, over `bins` bins cut at
+    the reference's quantiles (to the sketches' resolution); None when either side is empty.
     Feature sketches are compared at the coarser of their two levels."""
     ref_buckets, cur_buckets = reference.buckets, current.buckets
     if isinstance(reference, ValueSketch) and isinstance(current, ValueSketch):
@@ -250,7 +249,7 @@ def psi(reference: LinearHistogram | ValueSketch, current: LinearHistogram | Val
     if ref.sum() <= 0 or cur.sum() <= 0:
         return None
     cum = np.cumsum(ref) / ref.sum()
-    cuts = sorted({int(np.searchsorted(cum, q / PSI_BINS)) + 1 for q in range(1, PSI_BINS)})
+    cuts = sorted({int(np.searchsorted(cum, q / bins)) + 1 for q in range(1, bins)})
     edges = [0, *[c for c in cuts if 0 < c < ref.size], ref.size]
     total = 0.0
     for lo, hi in itertools.pairwise(edges):
@@ -258,41 +257,3 @@ def psi(reference: LinearHistogram | ValueSketch, current: LinearHistogram | Val
         q = max(float(cur[lo:hi].sum() / cur.sum()), EPSILON)
         total += (q - p) * math.log(q / p)
     return total
-
-
-@dataclass
-class PageHinkley:
-    """Page-Hinkley test for an increase in the mean of a sequence (here, window error rates).
-
-    `delta` is the magnitude of change tolerated, `threshold` the alarm level, `min_points` the
-    windows seen before any alarm.
-    """
-
-    delta: float = 0.01
-    threshold: float = 0.15
-    min_points: int = 5
-    n: int = 0
-    mean: float = 0.0
-    cumulative: float = 0.0
-    minimum: float = 0.0
-
-    def update(self, x: float) -> bool:
-        """Add one observation; True when a change is detected (the test then restarts)."""
-        self.n += 1
-        self.mean += (x - self.mean) / self.n
-        self.cumulative += x - self.mean - self.delta
-        self.minimum = min(self.minimum, self.cumulative)
-        if self.n >= self.min_points and self.cumulative - self.minimum > self.threshold:
-            self.n, self.mean, self.cumulative, self.minimum = 0, 0.0, 0.0, 0.0
-            return True
-        return False
-
-    def to_state(self) -> list[float]:
-        return [self.n, self.mean, self.cumulative, self.minimum]
-
-    @classmethod
-    def from_state(cls, state: list[float] | None) -> PageHinkley:
-        out = cls()
-        if state:
-            out.n, out.mean, out.cumulative, out.minimum = int(state[0]), *state[1:]
-        return out

@@ -8,9 +8,9 @@ import numpy as np
 import orjson
 import pytest
 
-from agents.aggregators.drift import PageHinkley, Scores, ValueSketch, psi
+from agents.aggregators.drift import Scores, ValueSketch, psi
 from agents.aggregators.window import WindowState
-from agents.alerts import RuleState, applies, evaluate
+from agents.alerts import RuleState, applies, evaluate, evaluate_signal
 from agents.snapshots import SnapshotStage
 from streams.settings import AlertRule, ConfigError, load_settings
 
@@ -34,21 +34,60 @@ def test_fires_after_for_windows_once_and_resolves_with_hysteresis() -> None:
     assert _run(RULE, values) == [(4, "firing"), (8, "resolved")]
 
 
-def test_keep_firing_for_and_cooldown() -> None:
+def test_keep_firing_for_and_a_resolved_rule_fires_again_whatever_its_cooldown() -> None:
     sticky = AlertRule("err", "error_rate", ">", 0.3, 60.0, for_windows=1, keep_firing_for=2)
     assert _run(sticky, [0.5, 0.1, 0.1, 0.5, 0.1, 0.1, 0.1]) == [(0, "firing"),
                                                                  (6, "resolved")]
+    # cooldown limits retraining requests (see the snapshot stage), never detection
     cooled = AlertRule("err", "error_rate", ">", 0.3, 60.0, for_windows=1, cooldown_s=600)
-    assert _run(cooled, [0.5, 0.1, 0.5, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.5, 0.1, 0.5]) == [
-        (0, "firing"), (1, "resolved"), (10, "firing"), (11, "resolved")]
+    assert _run(cooled, [0.5, 0.1, 0.5, 0.1, 0.1, 0.5, 0.1]) == [
+        (0, "firing"), (1, "resolved"), (2, "firing"), (3, "resolved"), (5, "firing"),
+        (6, "resolved")]
 
 
-def test_missing_values_and_revisions_change_nothing() -> None:
+def test_unknown_values_wait_and_revisions_complete_a_run_once() -> None:
     state = RuleState()
     assert evaluate(RULE, state, 0, 60, 0.5) is None
-    assert evaluate(RULE, state, 0, 60, 0.9) is None  # a later revision of the same window
-    assert evaluate(RULE, state, 60, 120, None) is None
+    assert evaluate(RULE, state, 60, 120, 0.1) is None  # breaks the run
+    assert evaluate(RULE, state, 60, 120, 0.9) is None  # late labels: it holds now, alone
     assert evaluate(RULE, state, 120, 180, 0.5) == "firing"
+    assert state.alert_id == "err:60"
+    assert evaluate(RULE, state, 120, 180, 0.95) is None  # the same episode: once
+    assert evaluate(RULE, state, 180, 240, 0.1) == "resolved"
+    # windows with no labels yet are judged when their first value arrives, in order
+    late = RuleState()
+    assert [evaluate(RULE, late, start, start + 60, None) for start in (0, 60, 120)] == [
+        None] * 3
+    assert evaluate(RULE, late, 0, 60, 0.5) is None
+    assert evaluate(RULE, late, 60, 120, 0.6) == "firing"
+    # a revision that completes the run fires it
+    run = RuleState()
+    assert evaluate(RULE, run, 0, 60, 0.5) is None
+    assert evaluate(RULE, run, 60, 120, 0.25) is None
+    assert evaluate(RULE, run, 60, 120, 0.4) is None  # the newest window now holds...
+    assert run.held == 1  # ...but the run was broken by its first value: it restarts
+    # a revision of a window older than the run changes nothing
+    old = RuleState()
+    for start, value in [(0, 0.5), (60, 0.1), (120, 0.1)]:
+        evaluate(RULE, old, start, start + 60, value)
+    assert evaluate(RULE, old, 0, 60, 0.9) is None
+    assert evaluate(RULE, old, 60, 120, 0.9) is None
+
+
+def test_a_streaming_rule_fires_and_resolves_as_its_detector_moves() -> None:
+    rule = AlertRule("concept-drift", "error_shift", ">", 0.0, 60.0, action="retrain")
+    state = RuleState()
+    moves = [(0, 0.0), (0, 0.12), (0, 0.15), (60, 0.0), (60, 0.2), (120, 0.1)]
+    transitions = [evaluate_signal(rule, state, s, s + 60, v) for s, v in moves]
+    assert transitions == [None, "firing", None, "resolved", "firing", None]
+    assert state.alert_id == "concept-drift:60"
+    state = RuleState.from_state(orjson.loads(orjson.dumps(state.to_state())))
+    assert evaluate_signal(rule, state, 120, 180, 0.0) == "resolved"
+    assert evaluate_signal(rule, state, 120, 180, 0.3) == "firing"
+    assert state.alert_id == "concept-drift:120"
+    assert evaluate_signal(rule, state, 120, 180, 0.0) == "resolved"
+    assert evaluate_signal(rule, state, 120, 180, 0.3) == "firing"
+    assert state.alert_id == "concept-drift:120#2"  # a second episode in one window
 
 
 def test_relative_rule_compares_with_the_trailing_baseline() -> None:
@@ -82,24 +121,6 @@ def test_psi_is_near_zero_for_the_same_distribution_and_large_for_a_shift() -> N
     assert psi(ref.hist, Scores().hist) is None
 
 
-def test_page_hinkley_stays_quiet_on_noise_and_catches_a_step() -> None:
-    rng = np.random.default_rng(1)
-    detector = PageHinkley()
-    assert not any(detector.update(x) for x in rng.normal(0.1, 0.02, 500).clip(0, 1))
-    alarms = [i for i, x in enumerate([*rng.normal(0.1, 0.02, 20), *rng.normal(0.4, 0.02, 10)])
-              if detector.update(float(x))]
-    assert alarms
-    assert 20 <= alarms[0] <= 22
-
-
-@pytest.mark.parametrize("n", [0, 3])
-def test_page_hinkley_state_round_trips(n: int) -> None:
-    detector = PageHinkley()
-    for x in [0.1] * n:
-        detector.update(x)
-    assert PageHinkley.from_state(detector.to_state()).to_state() == detector.to_state()
-
-
 def test_feature_sketch_orders_signed_values_and_psi_sees_a_shift() -> None:
     rng = np.random.default_rng(2)
     ref, same, shifted = ValueSketch(), ValueSketch(), ValueSketch()
@@ -128,16 +149,20 @@ def test_snapshot_stage_reports_score_and_feature_drift_against_the_reference() 
         return state
 
     for _ in range(2):  # the first 2,000 predictions make the reference
-        assert stage._drift("churn", window(0.0), {"predictions": 1000}) == {}
-    calm = stage._drift("churn", window(0.0), {"predictions": 1000})
+        assert stage._drift("churn", 0.0, 1, window(0.0), {"predictions": 1000}) == {}
+    calm = stage._drift("churn", 0.0, 1, window(0.0), {"predictions": 1000})
     assert calm["drift_psi"] < 0.1
     assert calm["drifted_feature_share"] == 0.0
-    moved = stage._drift("churn", window(0.3), {"predictions": 1000})
+    moved = stage._drift("churn", 0.0, 1, window(0.3), {"predictions": 1000})
     assert moved["drift_psi"] > 0.25
     assert moved["drift_psi_features"]["tenure"] > 0.25
+    assert moved["drift_psi_max"] == moved["drift_psi_features"]["tenure"]
     assert moved["drift_psi_features"]["spend"] < 0.1
     assert moved["drifted_feature_share"] == 0.5
     assert moved["dataset_drift"] is False
+    # a revision (late labels) measures no drift again; nor does a window of a handful
+    assert "drift_psi" not in stage._drift("churn", 0.0, 2, window(0.3), {"predictions": 1000})
+    assert "drift_psi" not in stage._drift("churn", 0.0, 1, window(0.3, 20), {"predictions": 20})
 
 
 def test_a_pinned_reference_is_used_from_the_first_window(tmp_path: Path) -> None:
@@ -155,7 +180,7 @@ def test_a_pinned_reference_is_used_from_the_first_window(tmp_path: Path) -> Non
     window = WindowState()
     window.family("scores").update(np.clip(rng.beta(2, 5, 1000) + 0.3, 0, 1))
     window.family("features").update({"tenure": rng.normal(24, 8, 1000)})
-    first = stage._drift("churn", window, {"predictions": 1000})
+    first = stage._drift("churn", 0.0, 1, window, {"predictions": 1000})
     assert first["drift_psi"] > 0.25
     assert first["drift_psi_features"]["tenure"] < 0.1
     config.write_text(f'[drift.pinned]\nintent = "{tmp_path / "missing.jsonl"}"\n')

@@ -77,6 +77,12 @@ web_port = 7000
     ('[kafka]\nbootstrap = "nohost"\n', "kafka.bootstrap"),
     ('[kafka]\ntopic_prefix = "bad prefix"\n', "kafka.topic_prefix"),
     ("regressors = 3\n", "regressors"),
+    ("[drift]\nadwin_delta = 0\n", "drift.adwin_delta"),
+    ("[drift]\npsi_bins = 1\n", "drift.psi_bins"),
+    ('[drift]\nph_threshold = "high"\n', "drift.ph_threshold"),
+    ("[drift]\nfeature_psi = -0.1\n", "drift.feature_psi"),
+    ("[drift]\nmin_predictions = 0\n", "drift.min_predictions"),
+    ("[drift]\nadwin = 1\n", "drift.adwin"),
 ])
 def test_bad_file_values_fail_naming_the_key(tmp_path: Path, text: str, key: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -136,9 +142,29 @@ def test_parse_duration_rejects(value: object) -> None:
 
 def test_default_alert_rules_ship(tmp_path: Path) -> None:
     rules = {r.name: r for r in load_settings({}).alerts}
-    assert {"error-rate-high", "failure-rate-high", "concept-drift", "score-drift",
-            "cost-per-prediction-jump", "gpu-idle"} <= set(rules)
-    assert rules["score-drift"].action == "retrain"
+    assert {"error-rate-high", "failure-rate-high", "concept-drift", "error-drift",
+            "score-drift", "feature-drift", "label-coverage-drop", "cost-per-prediction-jump",
+            "gpu-idle"} == set(rules)
+    # one rule for each detector's output, each asking for retraining
+    assert {r.metric for r in rules.values() if r.action == "retrain"} == {
+        "error_shift", "error_drift", "drift_psi", "drift_psi_max"}
+
+
+def test_drift_detectors_are_configured_in_the_file(tmp_path: Path) -> None:
+    drift = load_settings(_toml(tmp_path, """
+[drift]
+reference_size = 5000
+psi_bins = 20
+feature_psi = 0.1
+min_predictions = 50
+ph_delta = 0.005
+ph_threshold = 0.3
+ph_min_windows = 10
+adwin_delta = 0.0001
+""")).drift
+    assert (drift.reference_size, drift.psi_bins, drift.feature_psi, drift.min_predictions,
+            drift.ph_delta, drift.ph_threshold, drift.ph_min_windows, drift.adwin_delta) == (
+        5000, 20, 0.1, 50, 0.005, 0.3, 10, 0.0001)
 
 
 def test_alert_rules_from_the_file(tmp_path: Path) -> None:
@@ -169,6 +195,8 @@ severity = "critical"
     ('name = "a"\nmetric = "f1"\nop = "<"\nthreshold = 0.5\nwindow = "5m"', "alerts[0] (a).window"),
     ('name = "a"\nmetric = "f1"\nop = "<"', "alerts[0] (a).threshold"),
     ('name = "a"\nmetric = "f1"\nop = "<"\nthreshold = 1\nfour = 3', "alerts[0] (a).four"),
+    ('name = "a"\nmetric = "error_shift"\nop = ">"\nthreshold = 0\nfor = 3',
+     "alerts[0] (a).for"),
 ])
 def test_a_bad_rule_fails_naming_it(tmp_path: Path, rule: str, key: str) -> None:
     with pytest.raises(ConfigError) as err:

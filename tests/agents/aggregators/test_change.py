@@ -1,0 +1,111 @@
+"""The change detectors: Page-Hinkley, and the per-label ADWIN against River's."""
+
+from __future__ import annotations
+
+import doctest
+
+import numpy as np
+import orjson
+import pytest
+
+from agents.aggregators import change
+from agents.aggregators.change import MAX_BUCKETS, Adwin, PageHinkley
+
+
+def test_the_docstring_examples_run() -> None:
+    assert doctest.testmod(change).failed == 0
+
+
+def test_page_hinkley_stays_quiet_on_noise_and_catches_a_step() -> None:
+    rng = np.random.default_rng(1)
+    detector = PageHinkley()
+    assert not any(detector.update(x) for x in rng.normal(0.1, 0.02, 500).clip(0, 1))
+    alarms = [i for i, x in enumerate([*rng.normal(0.1, 0.02, 20), *rng.normal(0.4, 0.02, 10)])
+              if detector.update(float(x))]
+    assert alarms
+    assert 20 <= alarms[0] <= 22
+
+
+@pytest.mark.parametrize("n", [0, 3])
+def test_page_hinkley_state_round_trips_and_keeps_the_parameters(n: int) -> None:
+    detector = PageHinkley(delta=0.02, threshold=0.3)
+    for x in [0.1] * n:
+        detector.update(x)
+    back = PageHinkley(delta=0.02, threshold=0.3).restore(
+        orjson.loads(orjson.dumps(detector.to_state())))
+    assert back == detector
+
+
+def _errors(rates: list[tuple[int, float]], seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.concatenate([(rng.random(n) < p).astype(float) for n, p in rates])
+
+
+def _first_increase(values: np.ndarray, chunk: int = 50) -> int | None:
+    detector = Adwin()
+    for i in range(0, values.size, chunk):
+        if detector.update(chunk, float(values[i:i + chunk].sum())) > 0:
+            return i + chunk
+    return None
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_adwin_is_quiet_on_a_stable_stream_and_sees_steps_up_and_down(seed: int) -> None:
+    assert _first_increase(_errors([(200_000, 0.08)], seed)) is None
+    found = _first_increase(_errors([(20_000, 0.08), (5_000, 0.25)], seed))
+    assert found is not None
+    assert 20_000 < found <= 20_400
+    detector = Adwin()
+    values = _errors([(20_000, 0.08), (5_000, 0.25), (20_000, 0.08)], seed)
+    seen = []
+    for i in range(0, values.size, 100):
+        if (move := detector.update(100, float(values[i:i + 100].sum()))) != 0:
+            seen.append((move, round(detector.shift, 2)))
+    assert seen[0][0] == 1
+    assert seen[0][1] > 0.05
+    assert seen[-1] == (-1, 0.0)  # the increase ended: nothing stands
+    assert detector.baseline is None
+
+
+def test_adwin_needs_no_more_labels_than_rivers() -> None:
+    drift = pytest.importorskip("river.drift")
+    ours, theirs = [], []
+    for seed in range(5):
+        values = _errors([(20_000, 0.08), (20_000, 0.11)], seed)
+        ours.append((_first_increase(values) or 10**9) - 20_000)
+        river = drift.ADWIN()
+        for i, x in enumerate(values.tolist()):
+            river.update(x)
+            if river.drift_detected and i >= 20_000:
+                theirs.append(i - 20_000)
+                break
+        else:
+            theirs.append(10**9)
+    assert np.median(ours) <= np.median(theirs)
+
+
+def test_adwin_widens_its_test_on_an_overdispersed_stream() -> None:
+    rng = np.random.default_rng(7)
+    wobble = np.repeat(rng.uniform(0.05, 0.15, 41), 500)
+    values = (rng.random(wobble.size) < wobble).astype(float)
+    detector = Adwin()
+    for i in range(0, values.size, 50):
+        detector.update(50, float(values[i:i + 50].sum()))
+    assert detector.dispersion > 2.5
+    steady = Adwin()
+    for _ in range(0, 20_000, 50):
+        steady.update(50, float((rng.random(50) < 0.1).sum()))
+    assert steady.dispersion == 1.0
+
+
+def test_adwin_state_is_bounded_and_round_trips_through_json() -> None:
+    detector = Adwin(delta=0.01)
+    rng = np.random.default_rng(8)
+    for _ in range(20_000):
+        n = int(rng.integers(1, 400))
+        detector.update(n, float((rng.random(n) < 0.1).sum()))
+    assert len(detector.buckets) <= 80 < MAX_BUCKETS
+    assert len(orjson.dumps(detector.to_state())) < 8 * 1024
+    back = Adwin(delta=0.01).restore(orjson.loads(orjson.dumps(detector.to_state())))
+    assert back == detector
+    assert back.update(100, 10) == detector.update(100, 10)
