@@ -348,8 +348,13 @@ class SnapshotStage:
     def _drift(self, model: str, start: float, rev: int, state: WindowState,
                values: dict[str, Any]) -> dict[str, Any]:
         """Score and feature PSI against the version's reference (first revision: the
-        predictions are all there), Page-Hinkley on the window's error rate (the first
-        revision that has one: labels may come late), and the per-label detector's shift."""
+        predictions are all there), Page-Hinkley on the window's error rate, and the
+        per-label detector's shift.
+
+        Page-Hinkley reads each window once, at the first revision with at least half as
+        many labels as windows usually end with (the most any revision had, forgotten by 5 %
+        a window read; the first window read needs `drift.min_predictions`): when labels come
+        late, a window's first revisions hold a handful, whose error rate is noise."""
         drift = self.drift.setdefault(model, _fresh_drift())
         self.writes[f"drift|{model}"] = drift
         config = self.settings.drift
@@ -358,11 +363,15 @@ class SnapshotStage:
             out["error_shift"] = Adwin(config.adwin_delta).restore(drift["adwin"]).shift
         if rev == 1:
             out.update(self._psi(model, drift, state, values.get("predictions") or 0))
-        last = drift.get("ph_last")
-        if values.get("error_rate") is not None and (last is None or start > last):
+        last, labelled = drift.get("ph_last"), values.get("labelled") or 0
+        usual = max(drift.get("ph_n") or 0, labelled)
+        drift["ph_n"] = usual
+        if (values.get("error_rate") is not None and (last is None or start > last)
+                and labelled >= (usual / 2 if last is not None else config.min_predictions)):
             detector = PageHinkley(config.ph_delta, config.ph_threshold, config.ph_min_windows)
             out["error_drift"] = detector.restore(drift["ph"]).update(values["error_rate"])
-            drift["ph"], drift["ph_last"] = detector.to_state(), start
+            drift["ph"], drift["ph_last"], drift["ph_n"] = detector.to_state(), start, (
+                0.95 * usual)
         return out
 
     def _psi(self, model: str, drift: dict[str, Any], state: WindowState,
@@ -449,7 +458,7 @@ class SnapshotStage:
             return
         scope, name = entity[0], entities.display(entity)
         shown = state.recent[-1][2] if transition == "firing" and state.recent else value
-        alert = {"alert_id": state.alert_id, "rule": rule.name, "model": name,
+        alert = {"alert_id": f"{name}:{state.alert_id}", "rule": rule.name, "model": name,
                  "scope": entities.SCOPES[scope], "state": transition,
                  "severity": rule.severity, "metric": rule.metric, "value": shown,
                  "threshold": rule.threshold, "relative": rule.relative,

@@ -134,7 +134,9 @@ class Alert:
 
     TOPIC: ClassVar[str] = "alerts"
 
-    alert_id: str
+    alert_id: str = spec(metadata=constraint(
+        doc="one per episode: the entity, the rule and the episode's first window start; "
+            "the firing and the resolved record of an episode share it"))
     rule: str
     model: str = spec(metadata=constraint(
         doc="the entity's names joined by '/': a model, host/device, host or pipeline/stage"))
