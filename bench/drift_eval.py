@@ -37,11 +37,11 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents.predictions import PredictionLogic  # noqa: E402
-from agents.snapshots import SnapshotStage  # noqa: E402
-from streams.settings import load_settings  # noqa: E402
-from streams.shard import Message, Shard  # noqa: E402
-from streams.topics import route  # noqa: E402
+from agents.predictions import PredictionLogic
+from agents.snapshots import SnapshotStage
+from streams.settings import load_settings
+from streams.shard import Message, Shard
+from streams.topics import route
 
 START = 1_700_000_040.0  # a window boundary
 WINDOW_S = 60.0
@@ -255,7 +255,7 @@ def main() -> None:
     parser.add_argument("--flush", type=int, default=50, help="predictions per flush")
     parser.add_argument("--kinds", default=",".join(KINDS))
     args = parser.parse_args()
-    rules = [r for r in load_settings({}).alerts]
+    rules = list(load_settings({}).alerts)
     drift_rules = [r.name for r in rules if r.action == "retrain"]
     print(f"{args.seeds} seeds x {args.events:,} predictions per kind, {args.window} per 60 s "
           f"window, {args.partitions} partitions, a flush every {args.flush} predictions; "
