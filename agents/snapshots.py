@@ -91,9 +91,9 @@ class SnapshotStage:
                        for model, path in settings.drift.pinned.items()}
         self.alert_states: dict[str, Any] = {}
         self.drift: dict[str, Any] = {}
-        # labels (count, wrong) that arrived since the last publication, per model: what the
-        # per-label detector reads next (`_detect`)
-        self.labels: dict[str, list[float]] = {}
+        # labels (count, wrong) that arrived since the last publication, per model and
+        # window start: what the per-label detector reads next (`_detect`)
+        self.labels: dict[str, dict[float, list[float]]] = {}
         self.retrain: dict[str, Any] = {}
         self.entries: dict[str, Entry] = {}
         # every shard (family:partition) that reports heartbeats
@@ -166,7 +166,7 @@ class SnapshotStage:
         one before is what arrived since: late labels count when they arrive, each shard's
         once. One window size is enough (every label is in each); regressors have no
         right or wrong."""
-        entity, size, _ = parse_window_key(key)
+        entity, size, start = parse_window_key(key)
         if size != self.settings.window_sizes[0] or not entity.startswith("m:"):
             return
         new, old = state.get("quality"), (previous or {}).get("quality") or {}
@@ -176,7 +176,7 @@ class SnapshotStage:
         correct = float(new.get("ok", 0)) - float(old.get("ok", 0))
         model = entities.names(entity)["model"]
         if labelled > 0 and 0 <= correct <= labelled and model not in self.settings.regressors:
-            counts = self.labels.setdefault(model, [0.0, 0.0])
+            counts = self.labels.setdefault(model, {}).setdefault(start, [0.0, 0.0])
             counts[0] += labelled
             counts[1] += labelled - correct
 
@@ -411,16 +411,18 @@ class SnapshotStage:
         return out
 
     async def _detect(self, watermark: float) -> None:
-        """Feed each model's per-label detector what arrived, and judge the streaming rules
-        on it (during the window of the stage's event time): drift is seen as the labels
-        arrive, not when a window closes."""
+        """Feed each model's per-label detector what arrived (window by window, oldest first:
+        a backlog read in one batch is still a sequence), and judge the streaming rules on it
+        (during the window of the stage's event time): drift is seen as the labels arrive,
+        not when a window closes."""
         labels, self.labels = self.labels, {}
         size = self.settings.window_sizes[0]
         start = math.floor(watermark / size) * size
-        for model, (labelled, wrong) in sorted(labels.items()):
+        for model, windows in sorted(labels.items()):
             drift = self.drift.setdefault(model, _fresh_drift())
             detector = Adwin(self.settings.drift.adwin_delta).restore(drift.get("adwin"))
-            detector.update(labelled, wrong)
+            for _, (labelled, wrong) in sorted(windows.items()):
+                detector.update(labelled, wrong)
             drift["adwin"] = detector.to_state()
             self.writes[f"drift|{model}"] = drift
             entity = entities.model(model)

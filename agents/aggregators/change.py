@@ -72,6 +72,8 @@ MAX_LENGTH = 1 << 22
 DISPERSION_CHUNK = 500
 DISPERSION_CHUNKS = 64
 DISPERSION_MIN = 2.5
+# Observations before any change is reported: time to measure the dispersion once.
+WARM_UP = DISPERSION_CHUNK * DISPERSION_CHUNKS // 4
 
 
 @dataclass
@@ -87,8 +89,8 @@ class Adwin:
     ADWIN's Hoeffding-Bernstein bound, which River's `drift.ADWIN` uses, and that, with a
     test at every update instead of every 32 observations, is what makes it detect sooner
     (`bench/drift_eval.py`). It also widens the test by the stream's measured
-    overdispersion (`_measure_dispersion`) and reports nothing before that is first
-    measured (its warm-up: DISPERSION_CHUNK * DISPERSION_CHUNKS / 4 observations).
+    overdispersion (`_measure_dispersion`) and reports nothing in its first WARM_UP
+    observations, the time to measure that once.
 
     Bounded: a bucket merges with its older neighbour while together they hold at most
     1/`resolution` of the observations newer than them (cut points stay within that relative
@@ -116,6 +118,7 @@ class Adwin:
     dispersion: float = 1.0
     chunk: list[float] = field(default_factory=lambda: [0.0, 0.0])
     chunks: list[list[float]] = field(default_factory=list)
+    seen: float = 0.0  # observations, counted up to the warm-up
 
     def update(self, n: float, ones: float) -> int:
         """Add `n` observations of which `ones` are 1: +1 if an increase is detected, -1 a
@@ -125,8 +128,9 @@ class Adwin:
         self.buckets.append([float(n), float(ones)])
         self._compress()
         self._measure_dispersion(n, ones)
+        self.seen = min(self.seen + n, WARM_UP)
         seen = 0
-        if not self.warm:
+        if self.seen < WARM_UP:
             return seen
         while (cut := self._cut()) is not None:
             older = self.buckets[:cut]
@@ -212,7 +216,7 @@ class Adwin:
         self.chunks = [*self.chunks, self.chunk][-DISPERSION_CHUNKS:]
         self.chunk = [0.0, 0.0]
         if len(self.chunks) < DISPERSION_CHUNKS // 4:
-            return
+            return  # too few to tell a wobble from chance
         counts = np.array([c[0] for c in self.chunks])
         rates = np.array([c[1] for c in self.chunks]) / counts
         p = float((rates * counts).sum() / counts.sum())
@@ -222,14 +226,9 @@ class Adwin:
         measured = float(np.median(z2)) / 0.455
         self.dispersion = measured if measured > DISPERSION_MIN else 1.0
 
-    @property
-    def warm(self) -> bool:
-        """Whether the dispersion has been measured once (no alarm before)."""
-        return len(self.chunks) >= DISPERSION_CHUNKS // 4
-
     def to_state(self) -> dict[str, Any]:
         return {"b": self.buckets, "base": self.baseline, "disp": self.dispersion,
-                "c": self.chunk, "cs": self.chunks}
+                "c": self.chunk, "cs": self.chunks, "n": self.seen}
 
     def restore(self, state: dict[str, Any] | None) -> Adwin:
         """This detector (its parameters kept) at the stored `state`."""
@@ -239,6 +238,7 @@ class Adwin:
             self.dispersion = max(float(state["disp"]), 1.0)
             self.chunk = [float(v) for v in state["c"]]
             self.chunks = [[float(n), float(s)] for n, s in state["cs"]][-DISPERSION_CHUNKS:]
+            self.seen = min(float(state["n"]), WARM_UP)
         return self
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import time
@@ -101,3 +102,49 @@ def test_a_bad_rule_stops_the_worker_at_start_naming_it(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2
     assert "alerts[0] (typo).metric: unknown metric 'eror_rate'" in result.stderr
+
+
+def test_the_default_rules_see_concept_drift_as_labels_arrive_before_the_window_closes(
+    env: Env, tmp_path: Path, worker_factory: list[Worker],
+) -> None:
+    """The per-label detector (rule `concept-drift`, default rules) fires and asks for
+    retraining while the window of the change is still open: detection does not wait for
+    windows to close. Each alert once, with 4 shards feeding one detector."""
+    worker = configured_worker(env, tmp_path, worker_factory,
+                               '[windows]\nsizes = ["60s"]\n[worker]\nidle = "1h"\n')
+    start = (time.time() // 60 - 30) * 60
+    rng = random.Random(5)
+
+    def batch(first: int, count: int, error: float, t0: float) -> list[tuple[str, int, bytes]]:
+        preds = [{"event_id": f"c{i}", "ts": t0 + (i - first) * 0.01, "model": "churn",
+                  "version": "v1", "predicted": 1} for i in range(first, first + count)]
+        labels = [{"event_id": p["event_id"], "ts": p["ts"] + 0.5,
+                   "label": 0 if rng.random() < error else 1} for p in preds]
+        messages = []
+        for k in range(0, count, 500):
+            messages += [(env.topic("predictions"), (k // 500) % env.partitions,
+                          orjson.dumps(preds[k:k + 500])),
+                         (env.topic("labels"), (k // 500 + 1) % env.partitions,
+                          orjson.dumps(labels[k:k + 500]))]
+        return messages
+
+    # 12,000 labelled predictions at 8 % wrong (the detector's warm-up is 8,000), in
+    # the windows before; then 1,500 at 30 % wrong inside one window that stays open
+    # (nothing later arrives, and `idle` is an hour: event time waits for more)
+    produce(env.bootstrap, batch(0, 12_000, 0.08, start))
+    produce(env.bootstrap, batch(12_000, 1_500, 0.30, start + 600))
+
+    def drift() -> list[dict[str, Any]]:
+        return [a for a in _out(env, "alerts") if a["rule"] == "concept-drift"]
+
+    (alert,) = wait_for(drift, timeout_s=90, what="the concept-drift alert")
+    assert (alert["state"], alert["model"], alert["metric"]) == ("firing", "churn",
+                                                                 "error_shift")
+    assert alert["value"] > 0.1
+    (request,) = wait_for(lambda: _out(env, "retraining"), what="the retraining request")
+    assert (request["rule"], request["model"]) == ("concept-drift", "churn")
+    time.sleep(3)  # a second publication would show by now
+    assert len(drift()) == 1
+    assert len(_out(env, "retraining")) == 1
+    closed = {s["window_start"] for s in worker.get("/api/v1/metrics?model=churn")["metrics"]}
+    assert start + 600 not in closed  # the window of the change is still open
