@@ -10,7 +10,6 @@ be framed by nobody, and `nosniff`.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Iterable
 from importlib import resources
@@ -19,10 +18,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp.http_exceptions import HttpProcessingError
 
 from streams.faust_internals import drop_builtin_views
-from streams.metrics_view import AlertsView, Query, QueryError, follow, prometheus
+from streams.metrics_view import Query, QueryError, prometheus
 from streams.shard import ShardRuntime
-from streams.supervision import fail_fast
-from streams.topics import Topics
 
 if TYPE_CHECKING:
     from streams.app import Pulse
@@ -42,22 +39,6 @@ def ingest_totals(runtimes: Iterable[ShardRuntime], inputs: set[str],
                 into["accepted"] += progress.accepted
                 into["rejected"] += progress.rejected
     return totals
-
-
-class AlertHistory(AlertsView):
-    """The alerts view plus the last `keep` transitions (firing and resolved), oldest first:
-    `AlertsView` forgets an alert once it resolves, and an operator wants to see what fired
-    overnight. It reads the `alerts` topic on its own (`register`)."""
-
-    def __init__(self, keep: int = 200) -> None:
-        super().__init__()
-        self.transitions: list[dict[str, Any]] = []
-        self.keep = keep
-
-    def add(self, message: dict[str, Any]) -> None:
-        super().add(message)  # refuses a malformed record before it is kept
-        if "request_id" not in message:
-            self.transitions = [*self.transitions, message][-self.keep:]
 
 
 CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; "
@@ -140,14 +121,10 @@ def register(pulse: Pulse) -> None:
         firing = sorted(pulse.alerts.firing.values(), key=lambda a: -a["window_end"])
         return _json(web, {"alerts": firing})
 
-    history = AlertHistory()
-    app.task(fail_fast("follow_alert_history", functools.partial(
-        follow, pulse.settings, Topics(pulse.settings.topic_prefix).outputs["alerts"], history)))
-
     @app.page("/api/v1/alerts/history")
     async def alert_history_json(web: Any, request: Any) -> Any:
         """The last alert transitions, firing and resolved (newest first)."""
-        return _json(web, {"alerts": history.transitions[::-1]})
+        return _json(web, {"alerts": pulse.alerts.transitions[::-1]})
 
     @app.page("/api/v1/info")
     async def info_json(web: Any, request: Any) -> Any:

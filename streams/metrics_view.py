@@ -147,24 +147,28 @@ class MetricsView:
 
 
 class AlertsView:
-    """Firing alerts and recent retraining requests, from the `alerts` and `retraining` topics."""
+    """Firing alerts, the last transitions (firing and resolved: an operator wants to see
+    what fired overnight) and recent retraining requests, from the `alerts` and `retraining`
+    topics; the lists keep their newest `keep` records."""
 
-    def __init__(self, keep_requests: int = 200) -> None:
+    def __init__(self, keep: int = 200) -> None:
         self.firing: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.transitions: list[dict[str, Any]] = []
         self.requests: list[dict[str, Any]] = []
-        self.keep_requests = keep_requests
+        self.keep = keep
 
     def add(self, message: dict[str, Any]) -> None:
         if not isinstance(message, dict):
             raise TypeError(f"expected an object, got {type(message).__name__}")
         if "request_id" in message:
             _check_fields(message, ("request_id", "model", "reason"), ("ts",))
-            self.requests = [*self.requests, message][-self.keep_requests:]
+            self.requests = [*self.requests, message][-self.keep:]
             return
         _check_fields(message, ("rule", "model", "state", "severity"), ("window_end",))
         if not isinstance(message.get("scope", "model"), str) or not isinstance(
                 message.get("value", 0), int | float | None):
             raise TypeError("alert: scope must be a string and value a number")
+        self.transitions = [*self.transitions, message][-self.keep:]
         key = (message["rule"], message.get("scope", "model"), message["model"])
         if message["state"] == "firing":
             self.firing[key] = message
