@@ -59,7 +59,7 @@ class Stream:
     features: np.ndarray  # (n, 3)
     changes: list[int]
     label_lag: int = 0
-    watched: str = "errors"  # what River reads: errors, feature0 or score
+    watched: tuple[str, ...] = ("errors",)  # what River reads: errors, feature0, score
 
 
 def make(kind: str, n: int, per_window: int, rng: np.random.Generator) -> Stream:
@@ -70,7 +70,8 @@ def make(kind: str, n: int, per_window: int, rng: np.random.Generator) -> Stream
     features = rng.normal(0.0, 1.0, (n, 3))
     score = rng.beta(2, 5, n)
     changes = [half]
-    lag, watched = 0, "errors"
+    lag = 0
+    watched: tuple[str, ...] = ("errors",)
     if kind in ("stable", "wobble", "daily-cycle"):
         changes = []
         if kind == "wobble":  # the error rate redrawn in 5-15 % every 500 predictions
@@ -80,6 +81,7 @@ def make(kind: str, n: int, per_window: int, rng: np.random.Generator) -> Stream
             rate = 1 + 0.7 * phase
             features[:, 0] += 0.1 * phase
             score = np.clip(score + 0.02 * phase, 0, 1)
+            watched = ("errors", "feature0", "score")
     elif kind == "abrupt":
         error[half:] = 0.25
     elif kind == "small-abrupt":
@@ -95,10 +97,10 @@ def make(kind: str, n: int, per_window: int, rng: np.random.Generator) -> Stream
             error[c:c + 5000] = 0.25
     elif kind == "covariate":  # one feature moves by 0.5 sd
         features[half:, 0] += 0.5
-        watched = "feature0"
+        watched = ("feature0",)
     elif kind == "score-shift":
         score[half:] = np.clip(score[half:] + 0.2, 0, 1)
-        watched = "score"
+        watched = ("score",)
     else:
         raise SystemExit(f"unknown kind {kind}")
     gaps = WINDOW_S / per_window / rate
@@ -197,12 +199,12 @@ def run_service(stream: Stream, partitions: int, flush: int, state_dir: Path) ->
                    [at for at, _ in outputs["retraining"].sent])
 
 
-def river_alarms(stream: Stream, detector_type: Callable[[], Any]) -> list[int]:
+def river_alarms(stream: Stream, watched: str, detector_type: Callable[[], Any]) -> list[int]:
     """Positions (predictions fed) at which River's detector alarms on the watched values."""
-    if stream.watched == "errors":
+    if watched == "errors":
         values, positions = stream.wrong.astype(float), np.arange(stream.ts.size) + (
             stream.label_lag)
-    elif stream.watched == "score":
+    elif watched == "score":
         values, positions = stream.score, np.arange(stream.ts.size)
     else:
         values, positions = stream.features[:, 0], np.arange(stream.ts.size)
@@ -282,10 +284,11 @@ def main() -> None:
             others = [at for at, a in firing if a["rule"] not in drift_rules]
             tallies.setdefault("ours: any other rule", Tally()).add(others, stream)
             tallies.setdefault("ours: retraining request", Tally()).add(outcome.requests, stream)
-            for label, detector in (("River ADWIN", drift.ADWIN),
-                                    ("River PageHinkley", drift.PageHinkley)):
-                tallies.setdefault(f"{label} ({stream.watched})", Tally()).add(
-                    river_alarms(stream, detector), stream)
+            for watched in stream.watched:
+                for label, detector in (("River ADWIN", drift.ADWIN),
+                                        ("River PageHinkley", drift.PageHinkley)):
+                    tallies.setdefault(f"{label} ({watched})", Tally()).add(
+                        river_alarms(stream, watched, detector), stream)
         once[kind] = duplicates
         for name, tally in tallies.items():
             delay, false = tally.row()
