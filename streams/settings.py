@@ -299,6 +299,10 @@ _ENV_KEYS = {
 }
 
 
+# The defaults, stated once: in the dataclasses above.
+D = Settings()
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build and validate the settings from environment variables and `FACTORY_CONFIG`."""
     env = os.environ if env is None else env
@@ -314,47 +318,48 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     def get(key: str, default: T, parse: Callable[[str, Any], T]) -> T:
         return parse(names[key], values[key]) if key in values else default
 
-    web_port = get("worker.web_port", 6066, lambda k, v: _int(k, v, 1, 65535))
-    prefix = get("kafka.topic_prefix", DEFAULT_PREFIX, lambda k, v: _topic_part(k, v, True))
-    sizes: tuple[float, ...] = get("windows.sizes", (60.0,), _window_sizes)
-    retention = get("windows.retention", 2 * 86400.0, parse_duration)
+    web_port = get("worker.web_port", D.web_port, lambda k, v: _int(k, v, 1, 65535))
+    prefix = get("kafka.topic_prefix", D.topic_prefix, lambda k, v: _topic_part(k, v, True))
+    sizes: tuple[float, ...] = get("windows.sizes", D.window_sizes, _window_sizes)
+    retention = get("windows.retention", D.retention_s, parse_duration)
     if retention < max(sizes):
         raise ConfigError(names.get("windows.retention", "windows.sizes"),
                           f"retention ({retention:g}s) is shorter than the largest window "
                           f"({max(sizes):g}s)")
     return Settings(
-        bootstrap=get("kafka.bootstrap", DEFAULT_BOOTSTRAP, _bootstrap),
+        bootstrap=get("kafka.bootstrap", D.bootstrap, _bootstrap),
         topic_prefix=prefix,
-        partitions=get("kafka.partitions", 4, lambda k, v: _int(k, v, 1, 1024)),
-        replication_factor=get("kafka.replication_factor", 1, lambda k, v: _int(k, v, 1, 16)),
+        partitions=get("kafka.partitions", D.partitions, lambda k, v: _int(k, v, 1, 1024)),
+        replication_factor=get("kafka.replication_factor", D.replication_factor,
+                               lambda k, v: _int(k, v, 1, 16)),
         security=_security(env),
-        app_id=get("worker.app_id", "factory-pulse", lambda k, v: _topic_part(k, v, False)),
-        store=get("worker.store", "rocksdb", lambda k, v: _choice(k, v, ("rocksdb", "memory"))),
-        state_dir=get("worker.state_dir", Path(".factory"), lambda k, v: Path(_str(k, v))),
-        web_host=get("worker.web_host", "127.0.0.1", _str),
+        app_id=get("worker.app_id", D.app_id, lambda k, v: _topic_part(k, v, False)),
+        store=get("worker.store", D.store, lambda k, v: _choice(k, v, ("rocksdb", "memory"))),
+        state_dir=get("worker.state_dir", D.state_dir, lambda k, v: Path(_str(k, v))),
+        web_host=get("worker.web_host", D.web_host, _str),
         web_port=web_port,
         window_sizes=sizes,
         retention_s=retention,
-        label_horizon_s=get("windows.label_horizon", 86400.0, parse_duration),
-        grace_s=get("windows.grace", 10.0, _non_negative_duration),
-        max_future_s=get("windows.max_future", 600.0, parse_duration),
+        label_horizon_s=get("windows.label_horizon", D.label_horizon_s, parse_duration),
+        grace_s=get("windows.grace", D.grace_s, _non_negative_duration),
+        max_future_s=get("windows.max_future", D.max_future_s, parse_duration),
         max_age_s=get("windows.max_age", retention, parse_duration),
-        idle_s=get("worker.idle", 10.0, parse_duration),
+        idle_s=get("worker.idle", D.idle_s, parse_duration),
         instance_id=get("worker.instance_id", None, lambda k, v: _topic_part(k, v, True)) or None
         if "worker.instance_id" in values else _default_instance_id(web_port),
-        flush_interval_s=get("worker.flush_interval", 0.5, parse_duration),
-        max_batch=get("worker.max_batch", 200, lambda k, v: _int(k, v, 1, 1_000_000)),
-        session_timeout_s=get("kafka.session_timeout", 10.0, parse_duration),
-        max_message_bytes=get("kafka.max_message_bytes", 1024 * 1024,
+        flush_interval_s=get("worker.flush_interval", D.flush_interval_s, parse_duration),
+        max_batch=get("worker.max_batch", D.max_batch, lambda k, v: _int(k, v, 1, 1_000_000)),
+        session_timeout_s=get("kafka.session_timeout", D.session_timeout_s, parse_duration),
+        max_message_bytes=get("kafka.max_message_bytes", D.max_message_bytes,
                               lambda k, v: _int(k, v, 1024, 64 * 1024 * 1024)),
         alerts=_alert_rules(values.get("alerts"), sizes),
-        retrain_cooldown_s=get("retraining.cooldown", 6 * 3600.0, parse_duration),
-        limits=Limits(**{name: get(f"limits.{name}", getattr(Limits(), name),
+        retrain_cooldown_s=get("retraining.cooldown", D.retrain_cooldown_s, parse_duration),
+        limits=Limits(**{name: get(f"limits.{name}", getattr(D.limits, name),
                                    lambda k, v: _int(k, v, 1, 1_000_000))
                          for name in ("models", "devices", "hosts", "pipelines")}),
         drift=_drift(get),
         prices=_prices(values),
-        regressors=get("regressors", frozenset(), _regressors),
+        regressors=get("regressors", D.regressors, _regressors),
         config_path=config_path,
     )
 
@@ -506,7 +511,7 @@ def _alert_rule(index: int, item: Any, sizes: tuple[float, ...]) -> AlertRule:
 
 
 def _drift(get: Callable[[str, Any, Callable[[str, Any], Any]], Any]) -> Drift:
-    default = Drift()
+    default = D.drift
     return Drift(
         reference_size=get("drift.reference_size", default.reference_size,
                            lambda k, v: _int(k, v, 10, 10_000_000)),
