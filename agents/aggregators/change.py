@@ -174,7 +174,8 @@ class Adwin:
             del buckets[0]
 
     def _cut(self) -> int | None:
-        """The oldest cut at which the two parts differ significantly, if any."""
+        """The oldest cut at which the two parts differ significantly (rising, or either way
+        while an increase stands), if any."""
         if len(self.buckets) < 2:
             return None
         counts = np.array([b[0] for b in self.buckets])
@@ -191,8 +192,18 @@ class Adwin:
         pooled = ones.sum() / total
         g = 2 * (_kl_sum(s0, n0, pooled) + _kl_sum(s1, n1, pooled))
         root = np.sqrt(np.maximum(g, 0.0) / self.dispersion)
-        critical = math.sqrt(2 * math.log(2 * math.log(total) / self.delta))
-        found = np.flatnonzero(usable & (root > critical))
+        d = math.log(2 * math.log(total) / self.delta)
+        # and the difference past the second term of ADWIN's bound, which is what keeps a
+        # few observations on either side from deciding: with a handful of errors the
+        # ratio's normal approximation is still light in the tail
+        m = 1 / (n0 - self.min_side + 1) + 1 / (n1 - self.min_side + 1)
+        wide = np.abs(s0 / n0 - s1 / n1) > 2 / 3 * d * m
+        # a fall matters only to end a standing increase: cutting at a chance run of good
+        # predictions would leave a window whose low rate makes the next normal stretch
+        # look like an increase
+        rising = s1 / n1 > s0 / n0
+        watched = rising if self.baseline is None else np.ones_like(rising)
+        found = np.flatnonzero(usable & wide & watched & (root > math.sqrt(2 * d)))
         return int(found[0]) + 1 if found.size else None
 
     def _measure_dispersion(self, n: float, ones: float) -> None:
