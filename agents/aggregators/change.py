@@ -196,7 +196,7 @@ class Adwin:
         # and the difference past the second term of ADWIN's bound, which is what keeps a
         # few observations on either side from deciding: with a handful of errors the
         # ratio's normal approximation is still light in the tail
-        m = 1 / (n0 - self.min_side + 1) + 1 / (n1 - self.min_side + 1)
+        m = 1 / np.maximum(n0 - self.min_side + 1, 1) + 1 / np.maximum(n1 - self.min_side + 1, 1)
         wide = np.abs(s0 / n0 - s1 / n1) > 2 / 3 * d * m
         # a fall matters only to end a standing increase: cutting at a chance run of good
         # predictions would leave a window whose low rate makes the next normal stretch
