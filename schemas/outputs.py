@@ -6,11 +6,16 @@ the generated JSON Schema files under `schemas/json/` are their machine-readable
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from dataclasses import field as spec
 from typing import Any, ClassVar, Literal
 
 from schemas.fields import constraint
+
+
+def metric(unit: str, seed: int, doc: str) -> Any:
+    """A metric field of the snapshot: absent (None) when the window has no data for it."""
+    return spec(default=None, metadata={**constraint(doc=doc), "unit": unit, "seed": seed})
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,72 +63,97 @@ class MetricSnapshot:
     device: str | None = spec(default=None, metadata=constraint(doc="scope device"))
     pipeline: str | None = spec(default=None, metadata=constraint(doc="scope pipeline"))
     stage: str | None = spec(default=None, metadata=constraint(doc="scope pipeline"))
-    predictions: int | None = None
-    failures: int | None = None
-    failure_rate: float | None = None
-    latency_p50_ms: float | None = None
-    latency_p95_ms: float | None = None
-    latency_p99_ms: float | None = None
-    labelled: int | None = None
-    accuracy: float | None = None
-    error_rate: float | None = None
-    label_coverage: float | None = None
-    label_delay_p50_s: float | None = None
-    label_delay_p95_s: float | None = None
-    precision: float | None = None
-    recall: float | None = None
-    f1: float | None = None
-    mae: float | None = None
-    rmse: float | None = None
-    cost_usd: float | None = None
-    cost_per_prediction_usd: float | None = None
-    energy_j: float | None = None
-    energy_j_per_prediction: float | None = None
-    gpu_util_avg: float | None = None
-    gpu_util_p95: float | None = None
-    mem_util_avg: float | None = None
-    idle_share: float | None = None
-    training_runs: int | None = None
-    training_time_mean_s: float | None = None
-    training_time_p50_s: float | None = None
-    training_time_max_s: float | None = None
-    deployments: int | None = None
-    rollbacks: int | None = None
-    change_failure_rate: float | None = None
-    retrain_lead_time_s: float | None = None
-    retrains: int | None = None
-    days_since_retrain: float | None = None
-    batches: int | None = None
-    records: int | None = None
-    records_per_s: float | None = None
-    bytes_per_s: float | None = None
-    pipeline_error_rate: float | None = None
-    feedback: int | None = None
-    engaged: int | None = None
-    satisfaction: float | None = None
-    thumbs_up_rate: float | None = None
-    engagement_rate: float | None = None
-    innovations: int | None = None
-    innovation_share: float | None = None
-    drift_psi: float | None = spec(default=None, metadata=constraint(doc="PSI of the score"))
-    drift_psi_features: dict[str, float] | None = None
-    drift_psi_max: float | None = spec(default=None, metadata=constraint(
-        doc="the largest PSI of any feature"))
-    drifted_feature_share: float | None = None
-    dataset_drift: bool | None = None
-    error_drift: bool | None = spec(default=None, metadata=constraint(
-        doc="Page-Hinkley saw the window error rates rise (in the revision that first "
-            "had labels)"))
-    error_shift: float | None = spec(default=None, metadata=constraint(
-        doc="how far the labelled error rate stands above its level before the last "
-            "increase the per-label detector saw (0: none stands), at publication"))
+    # The metrics: one line each, with unit, seed metric (1-10, the article's ten numbers)
+    # and meaning. The JSON Schema, the alertable set, `/metrics` and the dashboard's units
+    # are all derived from these lines (`METRICS`).
+    predictions: int | None = metric("count", 9, "prediction events in the window")
+    failures: int | None = metric("count", 9, "predictions with status error")
+    failure_rate: float | None = metric("share", 9, "failures / predictions")
+    latency_p50_ms: float | None = metric("ms", 9, "median latency")
+    latency_p95_ms: float | None = metric("ms", 9, "95th percentile latency")
+    latency_p99_ms: float | None = metric("ms", 9, "99th percentile latency")
+    labelled: int | None = metric("count", 3, "predictions whose label arrived")
+    accuracy: float | None = metric("share", 3, "labelled predictions equal to their label")
+    error_rate: float | None = metric("share", 9, "1 - accuracy")
+    label_coverage: float | None = metric("share", 3, "labelled / predictions")
+    label_delay_p50_s: float | None = metric("s", 3, "median time from prediction to label")
+    label_delay_p95_s: float | None = metric("s", 3, "95th percentile label delay")
+    precision: float | None = metric("share", 3, "precision (binary, or macro over classes)")
+    recall: float | None = metric("share", 3, "recall (binary, or macro over classes)")
+    f1: float | None = metric("share", 3, "F1 (binary, or macro over classes)")
+    mae: float | None = metric("label units", 3, "mean absolute error (regressors)")
+    rmse: float | None = metric("label units", 3, "root mean squared error (regressors)")
+    cost_usd: float | None = metric("usd", 7, "direct cost plus compute cost")
+    cost_per_prediction_usd: float | None = metric("usd", 7, "cost_usd / predictions")
+    energy_j: float | None = metric("J", 4, "energy drawn: power x interval")
+    energy_j_per_prediction: float | None = metric("J", 4, "energy_j / predictions")
+    gpu_util_avg: float | None = metric("share", 4, "time-weighted mean utilisation")
+    gpu_util_p95: float | None = metric("share", 4, "95th percentile utilisation")
+    mem_util_avg: float | None = metric("share", 4, "mean memory used / total")
+    idle_share: float | None = metric("share", 4, "share of time under 5 % utilisation")
+    training_runs: int | None = metric("count", 1, "training runs finished")
+    training_time_mean_s: float | None = metric("s", 1, "mean training run duration")
+    training_time_p50_s: float | None = metric("s", 1, "median training run duration")
+    training_time_max_s: float | None = metric("s", 1, "longest training run")
+    deployments: int | None = metric("count", 5, "deployed events")
+    rollbacks: int | None = metric("count", 5, "rolled_back events")
+    change_failure_rate: float | None = metric("share", 5, "rollbacks / deployments")
+    retrain_lead_time_s: float | None = metric(
+        "s", 6, "from a retraining request to the deployment it produced")
+    retrains: int | None = metric("count", 6, "training_finished events")
+    days_since_retrain: float | None = metric("days", 6, "age of the newest retrain")
+    batches: int | None = metric("count", 2, "pipeline batches")
+    records: int | None = metric("count", 2, "records processed")
+    records_per_s: float | None = metric("1/s", 2, "records / processing seconds")
+    bytes_per_s: float | None = metric("bytes/s", 2, "bytes / processing seconds")
+    pipeline_error_rate: float | None = metric("share", 2, "failed batches / batches")
+    feedback: int | None = metric("count", 8, "feedback events")
+    engaged: int | None = metric("count", 8, "feedback events showing engagement")
+    satisfaction: float | None = metric("rating", 8, "mean rating (1 to 5)")
+    thumbs_up_rate: float | None = metric("share", 8, "ups / (ups + downs)")
+    engagement_rate: float | None = metric("share", 8, "engaged / predictions")
+    innovations: int | None = metric("count", 10, "deployments of new models or features")
+    innovation_share: float | None = metric("share", 10, "innovations / deployments")
+    drift_psi: float | None = metric("psi", 3, "PSI of the score against the reference")
+    drift_psi_features: dict[str, float] | None = metric(  # noqa: RUF009 (a field spec)
+        "psi", 3, "PSI of each numeric feature against the reference")
+    drift_psi_max: float | None = metric("psi", 3, "the largest PSI of any feature")
+    drifted_feature_share: float | None = metric(
+        "share", 3, "features whose PSI passes drift.feature_psi")
+    dataset_drift: bool | None = metric("flag", 3, "over half the features drift")
+    error_drift: bool | None = metric(
+        "flag", 3, "Page-Hinkley saw the window error rates rise (in the revision that first "
+        "had enough labels)")
+    error_shift: float | None = metric(
+        "share", 3, "how far the labelled error rate stands above its level before the last "
+        "increase the per-label detector saw (0: none stands), at publication")
 
 
-# What an alert rule may watch: every number or flag of a snapshot but the window's identity.
-ALERT_METRICS = frozenset(
-    name for name, kind in MetricSnapshot.__annotations__.items()
-    if name not in {"window_s", "window_start", "window_end", "revision", "ts"}
-    and kind in ("int | None", "float | None", "bool | None"))
+@dataclass(frozen=True, slots=True)
+class MetricInfo:
+    """What the registry says of one metric."""
+
+    name: str
+    unit: str
+    seed: int  # which of the ten efficiency metrics it belongs to (1-10)
+    help: str
+    kind: Literal["number", "flag", "map"]
+
+
+def _registry() -> dict[str, MetricInfo]:
+    kinds: dict[str, Literal["number", "flag", "map"]] = {
+        "int | None": "number", "float | None": "number", "bool | None": "flag"}
+    return {f.name: MetricInfo(f.name, f.metadata["unit"], f.metadata["seed"],
+                               f.metadata["doc"],
+                               kinds.get(MetricSnapshot.__annotations__[f.name], "map"))
+            for f in fields(MetricSnapshot) if "unit" in f.metadata}
+
+
+METRICS = _registry()
+
+
+# What an alert rule may watch: every metric that is a number or a flag.
+ALERT_METRICS = frozenset(name for name, m in METRICS.items() if m.kind != "map")
 # Metrics judged as the labels arrive, not per closed window (see `agents.alerts`).
 STREAMING_METRICS = frozenset({"error_shift"})
 

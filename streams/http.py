@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp.http_exceptions import HttpProcessingError
 
+from schemas.outputs import METRICS
 from streams.faust_internals import drop_builtin_views
 from streams.metrics_view import Query, QueryError, prometheus
 from streams.shard import ShardRuntime
@@ -129,10 +130,13 @@ def register(pulse: Pulse) -> None:
     @app.page("/api/v1/info")
     async def info_json(web: Any, request: Any) -> Any:
         """What the dashboard needs before the first snapshot: the configured window sizes
-        (seconds) and the models configured as regressors (they have MAE, not F1)."""
+        (seconds), the models configured as regressors (they have MAE, not F1), and the
+        metric registry (unit, seed metric and meaning of each snapshot metric)."""
         settings = pulse.settings
         return _json(web, {"app": settings.app_id, "window_sizes": list(settings.window_sizes),
-                           "regressors": sorted(settings.regressors)})
+                           "regressors": sorted(settings.regressors),
+                           "metrics": {name: {"unit": m.unit, "seed": m.seed, "help": m.help}
+                                       for name, m in METRICS.items()}})
 
     @app.page("/api/v1/retraining")
     async def retraining_json(web: Any, request: Any) -> Any:

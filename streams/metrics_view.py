@@ -8,11 +8,8 @@ Memory is bounded by the retention: windows older than the newest minus the rete
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import math
-import types
-import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +18,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.fields import MAX_STRING
-from schemas.outputs import MetricSnapshot
+from schemas.outputs import METRICS
 from streams.kafka import client_kwargs
 from streams.loop_lag import LoopLag
 from streams.settings import Settings, parse_duration
@@ -40,20 +37,9 @@ MAX_RESULTS = 5000
 MAX_SERIES = 20_000
 
 
-def _numeric_fields(record: type[Any]) -> frozenset[str]:
-    """Fields of `record` typed as numbers (int or float, optionally None)."""
-    hints = typing.get_type_hints(record)
-    numeric: set[str] = set()
-    for f in dataclasses.fields(record):
-        kinds = set(typing.get_args(hints[f.name]) or (hints[f.name],)) - {types.NoneType}
-        if kinds and kinds <= {int, float}:
-            numeric.add(f.name)
-    return frozenset(numeric)
-
-
-# The metrics `/metrics` exports: the numeric fields of the output record, as the contract
-# names them; a snapshot field of any other name is not exported.
-EXPORTED = _numeric_fields(MetricSnapshot) - IDENTITY
+# The metrics `/metrics` exports: the registry's numbers (flags and maps are not gauges), as the
+# contract names them; a snapshot field of any other name is not exported.
+EXPORTED = frozenset(name for name, m in METRICS.items() if m.kind == "number")
 
 
 class QueryError(ValueError):
@@ -203,7 +189,8 @@ def prometheus(view: MetricsView, counters: dict[str, dict[str, int]],
             families.setdefault(name, []).append(f"factory_{name}{label_text} {_value(value)}")
     lines: list[str] = []
     for name in sorted(families):
-        lines += [f"# HELP factory_{name} {name} of the newest closed window",
+        info = METRICS[name]
+        lines += [f"# HELP factory_{name} {info.help} ({info.unit}), newest closed window",
                   f"# TYPE factory_{name} gauge", *families[name]]
     for metric, help_text in (("accepted", "events accepted"), ("rejected", "events dead-lettered"),
                               ("messages", "messages read")):

@@ -83,8 +83,12 @@ def test_every_answer_carries_the_security_headers(worker: Worker) -> None:
 
 def test_info_and_alert_history_answer_before_the_first_snapshot(worker: Worker) -> None:
     """The dashboard fills its window selector from /api/v1/info before any window closed."""
-    assert worker.get("/api/v1/info") == {"app": worker.env.name, "window_sizes": [60.0],
-                                          "regressors": []}
+    info = worker.get("/api/v1/info")
+    metrics = info.pop("metrics")
+    assert info == {"app": worker.env.name, "window_sizes": [60.0], "regressors": []}
+    assert metrics["cost_per_prediction_usd"] == {"unit": "usd", "seed": 7,
+                                                  "help": "cost_usd / predictions"}
+    assert {m["seed"] for m in metrics.values()} == set(range(1, 11))  # all ten are there
     assert worker.get("/api/v1/alerts/history") == {"alerts": []}
 
 

@@ -125,14 +125,17 @@ def test_hostile_snapshots_render_valid_exposition_with_known_names_only() -> No
     assert families["factory_series_dropped"].samples[0].value == 0
 
 
-def test_every_numeric_field_of_the_output_record_is_exported() -> None:
+def test_every_numeric_metric_of_the_output_record_is_exported_with_its_help() -> None:
     numeric = {f.name for f in fields(MetricSnapshot)
-               if f.type in ("int | None", "float | None")}
+               if f.type in ("int | None", "float | None")} - {"window_s", "window_start",
+                                                               "window_end", "revision", "ts"}
     assert numeric == EXPORTED
     view = MetricsView(retention_s=3600)
     view.add(_snapshot(model="m", **dict.fromkeys(EXPORTED, 1.5)))
-    samples = _check_exposition(_render(view))
+    text = _render(view)
+    samples = _check_exposition(text)
     assert {f"factory_{name}" for name in EXPORTED} <= set(samples)
+    assert "# HELP factory_f1 F1 (binary, or macro over classes) (share)" in text
 
 
 def test_series_are_capped_rollups_first_and_the_rest_counted() -> None:
