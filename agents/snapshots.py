@@ -140,8 +140,14 @@ class SnapshotStage:
         self.loaded = True
 
     def forget(self) -> None:
+        """Drop what the table holds (it is read again at the next batch), and what was
+        about to be written to it."""
         self.loaded = False
-        self.entries.clear()
+        for held in (self.entries, self.alert_states, self.drift, self.retrain, self.models,
+                     self.sources, self.factory_revs, self.labels, self.writes):
+            held.clear()
+        self.deletes.clear()
+        self.forgotten_before = -math.inf
 
     # -- inputs -----------------------------------------------------------------------------
 
@@ -574,21 +580,33 @@ async def run(stage: SnapshotStage, stream: Any) -> None:
     """The agent body: apply a batch of partials, heartbeats and deployments, then publish."""
     settings = stage.settings
     async for events in stream.noack_take(settings.max_batch, within=settings.flush_interval_s):
-        if not stage.loaded:
-            stage.load()
-        for event in events:
-            try:
-                _apply(stage, orjson.loads(event.value or b""))
-            except DATA_ERRORS as exc:
-                # Only the shards write here, but anyone who can reach the topic could: a
-                # malformed record is skipped and counted, never let crash the stage.
-                stage.malformed += 1
-                log.warning("skipped a malformed record at partials offset %s: %s: %s",
-                            event.message.offset, type(exc).__name__, str(exc)[:200])
-        await stage.publish()
-        written = stage.write(events[-1])
-        await stage.app.producer.flush()
-        await apply_local(written)
-        for event in events:
-            event.ack()
+        try:
+            await _step(stage, events)
+        except BaseException:
+            # The same rule as the shards': in-memory state may now be ahead of what was
+            # written (revisions bumped, rule states moved, detectors fed), so it is dropped;
+            # the stage reloads from its table and the unacknowledged records replay.
+            stage.forget()
+            raise
+
+
+async def _step(stage: SnapshotStage, events: list[Any]) -> None:
+    """Apply one batch of the partials topic, publish, write the table, acknowledge."""
+    if not stage.loaded:
+        stage.load()
+    for event in events:
+        try:
+            _apply(stage, orjson.loads(event.value or b""))
+        except DATA_ERRORS as exc:
+            # Only the shards write here, but anyone who can reach the topic could: a
+            # malformed record is skipped and counted, never let crash the stage.
+            stage.malformed += 1
+            log.warning("skipped a malformed record at partials offset %s: %s: %s",
+                        event.message.offset, type(exc).__name__, str(exc)[:200])
+    await stage.publish()
+    written = stage.write(events[-1])
+    await stage.app.producer.flush()
+    await apply_local(written)
+    for event in events:
+        event.ack()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -186,3 +187,43 @@ def test_a_pinned_reference_is_used_from_the_first_window(tmp_path: Path) -> Non
     config.write_text(f'[drift.pinned]\nintent = "{tmp_path / "missing.jsonl"}"\n')
     with pytest.raises(ConfigError, match=r"drift\.pinned\.intent"):
         load_settings({"FACTORY_CONFIG": str(config)})
+
+
+def test_a_failure_mid_publish_drops_the_stages_memory_and_the_table_brings_it_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The snapshot stage's error rule is the shards': state that may be ahead of what was
+    written is dropped, and the next batch reads the table again."""
+    import asyncio
+
+    from agents import snapshots
+
+    class Broken:
+        async def send(self, key: bytes, value: bytes) -> None:
+            raise RuntimeError("broker gone")
+
+    class Batches:
+        def noack_take(self, n: int, within: float) -> Any:
+            async def batches() -> Any:
+                yield [object()]
+            return batches()
+
+    table = {"w|m:churn|60|0": {"rev": 3, "closed": True}, "alert|r|m:churn": {"v": 2}}
+    stage = SnapshotStage(load_settings({}), table, {"metrics": Broken(), "alerts": Broken(),
+                                                     "retraining": Broken()}, None)
+
+    async def fail(events: list[Any]) -> None:
+        stage.load()
+        stage.entries["w|m:churn|60|0"].rev += 1  # bumped in memory, never written
+        stage.alert_states["alert|r|m:churn"] = {"v": 2, "f": True}
+        await stage.metrics.send(key=b"k", value=b"{}")
+
+    monkeypatch.setattr(snapshots, "_step", lambda s, events: fail(events))
+    with pytest.raises(RuntimeError, match="broker gone"):
+        asyncio.run(snapshots.run(stage, Batches()))
+    assert not stage.loaded
+    assert stage.entries == {}
+    assert stage.alert_states == {}
+    stage.load()
+    assert stage.entries["w|m:churn|60|0"].rev == 3  # what the table holds
+    assert stage.alert_states["alert|r|m:churn"] == {"v": 2}
