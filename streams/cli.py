@@ -117,6 +117,7 @@ def _worker(args: argparse.Namespace) -> int:
     # the changelog has their records, so Faust replays just the changelog's tail.
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     pulse = create_app(settings)
+    _calm_startup_noise()
     worker = worker_class()(pulse.app, loglevel=args.loglevel, loop=loop)
     worker.execute_from_commandline()
     return 0
@@ -290,6 +291,23 @@ def _quiet_client() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+class _Retrying(logging.Filter):
+    """aiokafka logs a group coordinator that is not ready yet as an ERROR, and retries: on a
+    fresh broker (the demo, a first start) that is every start. Said as what it is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and str(record.msg).startswith(
+                "Group Coordinator Request failed") and any(
+                getattr(arg, "retriable", False) for arg in record.args or ()):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg = "group coordinator not ready yet (%s); retrying"
+        return True
+
+
+def _calm_startup_noise() -> None:
+    logging.getLogger("aiokafka.consumer.group_coordinator").addFilter(_Retrying())
 
 
 def _bootstrap() -> str:

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from tests.harness import CLI, Env, free_port
 
@@ -43,3 +46,28 @@ def test_without_a_broker_each_command_says_so_in_one_line() -> None:
         assert len(lines) == 1, lines
         assert f"no Kafka broker answers at {nobody}" in lines[0]
         assert "factory-pulse broker start" in lines[0]
+
+
+def test_a_group_coordinator_not_ready_at_start_is_not_logged_as_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from aiokafka import errors
+
+    from streams.cli import _Retrying
+
+    logger = logging.getLogger("aiokafka.consumer.group_coordinator")
+    retrying = _Retrying()
+    logger.addFilter(retrying)
+    try:
+        with caplog.at_level(logging.INFO, logger=logger.name):
+            logger.error("Group Coordinator Request failed: %s",
+                         errors.GroupCoordinatorNotAvailableError())
+            logger.error("Group Coordinator Request failed: %s",
+                         errors.GroupAuthorizationFailedError())  # not retriable: an error
+    finally:
+        logger.removeFilter(retrying)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("INFO", "group coordinator not ready yet ([Error 15] "
+                 "GroupCoordinatorNotAvailableError); retrying"),
+        ("ERROR", "Group Coordinator Request failed: [Error 30] "
+                  "GroupAuthorizationFailedError")]
