@@ -31,6 +31,7 @@ from agents.alerts import RuleState, Transition, applies, evaluate, evaluate_sig
 from agents.closing import EventClock
 from schemas import entities
 from schemas.codec import VALIDATORS
+from schemas.fields import MAX_MAGNITUDE
 from schemas.outputs import STREAMING_METRICS
 from streams.faust_internals import TableWrite, apply_local, send_changelog
 from streams.settings import AlertRule, Settings
@@ -181,7 +182,8 @@ class SnapshotStage:
         labelled = float(new.get("n", 0)) - float(old.get("n", 0))
         correct = float(new.get("ok", 0)) - float(old.get("ok", 0))
         model = entities.names(entity)["model"]
-        if labelled > 0 and 0 <= correct <= labelled and model not in self.settings.regressors:
+        if (0 < labelled <= MAX_MAGNITUDE and 0 <= correct <= labelled
+                and model not in self.settings.regressors):
             counts = self.labels.setdefault(model, {}).setdefault(start, [0.0, 0.0])
             counts[0] += labelled
             counts[1] += labelled - correct

@@ -71,7 +71,7 @@ def test_a_snapshot_over_the_message_limit_is_never_sent_and_is_counted(
 ) -> None:
     env.extra["FACTORY_MAX_MESSAGE_BYTES"] = "1024"
     worker = configured_worker(env, tmp_path, worker_factory,
-                               CONFIG + "[drift]\nreference_size = 10\n")
+                               CONFIG + "[drift]\nreference_size = 10\nmin_predictions = 10\n")
     start = (time.time() // 3600 - 1) * 3600
     # 64 features, 8 per event (each message stays under 1 KiB): the second window's snapshot
     # carries a drift score per feature, and grows past the limit
