@@ -26,16 +26,16 @@ class PageHinkley:
     """Page-Hinkley test for an increase in the mean of a sequence (window error rates).
 
     `delta` is the magnitude of change tolerated, `threshold` the alarm level, `min_points` the
-    values seen before any alarm.
+    values seen before any alarm (the defaults are the settings': `[drift]` ph_*).
 
     >>> detector = PageHinkley(delta=0.01, threshold=0.15, min_points=5)
     >>> [detector.update(x) for x in [0.1] * 10 + [0.3] * 2]
     [False, False, False, False, False, False, False, False, False, False, True, False]
     """
 
-    delta: float = 0.01
-    threshold: float = 0.15
-    min_points: int = 5
+    delta: float
+    threshold: float
+    min_points: int
     n: int = 0
     mean: float = 0.0
     cumulative: float = 0.0
@@ -110,7 +110,7 @@ class Adwin:
     0.17
     """
 
-    delta: float = 0.002
+    delta: float  # the settings' `[drift]` adwin_delta
     resolution: int = 4
     min_side: int = 30
     buckets: list[list[float]] = field(default_factory=list)

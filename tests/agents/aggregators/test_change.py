@@ -18,7 +18,7 @@ def test_the_docstring_examples_run() -> None:
 
 def test_page_hinkley_stays_quiet_on_noise_and_catches_a_step() -> None:
     rng = np.random.default_rng(1)
-    detector = PageHinkley()
+    detector = PageHinkley(0.01, 0.15, 5)
     assert not any(detector.update(x) for x in rng.normal(0.1, 0.02, 500).clip(0, 1))
     alarms = [i for i, x in enumerate([*rng.normal(0.1, 0.02, 20), *rng.normal(0.4, 0.02, 10)])
               if detector.update(float(x))]
@@ -28,10 +28,10 @@ def test_page_hinkley_stays_quiet_on_noise_and_catches_a_step() -> None:
 
 @pytest.mark.parametrize("n", [0, 3])
 def test_page_hinkley_state_round_trips_and_keeps_the_parameters(n: int) -> None:
-    detector = PageHinkley(delta=0.02, threshold=0.3)
+    detector = PageHinkley(delta=0.02, threshold=0.3, min_points=5)
     for x in [0.1] * n:
         detector.update(x)
-    back = PageHinkley(delta=0.02, threshold=0.3).restore(
+    back = PageHinkley(delta=0.02, threshold=0.3, min_points=5).restore(
         orjson.loads(orjson.dumps(detector.to_state())))
     assert back == detector
 
@@ -42,7 +42,7 @@ def _errors(rates: list[tuple[int, float]], seed: int) -> np.ndarray:
 
 
 def _first_increase(values: np.ndarray, chunk: int = 50) -> int | None:
-    detector = Adwin()
+    detector = Adwin(0.002)
     for i in range(0, values.size, chunk):
         if detector.update(chunk, float(values[i:i + chunk].sum())) > 0:
             return i + chunk
@@ -55,7 +55,7 @@ def test_adwin_is_quiet_on_a_stable_stream_and_sees_steps_up_and_down(seed: int)
     found = _first_increase(_errors([(20_000, 0.08), (5_000, 0.25)], seed))
     assert found is not None
     assert 20_000 < found <= 20_400
-    detector = Adwin()
+    detector = Adwin(0.002)
     values = _errors([(20_000, 0.08), (5_000, 0.25), (20_000, 0.08)], seed)
     seen = []
     for i in range(0, values.size, 100):
@@ -88,11 +88,11 @@ def test_adwin_widens_its_test_on_an_overdispersed_stream() -> None:
     rng = np.random.default_rng(7)
     wobble = np.repeat(rng.uniform(0.05, 0.15, 41), 500)
     values = (rng.random(wobble.size) < wobble).astype(float)
-    detector = Adwin()
+    detector = Adwin(0.002)
     for i in range(0, values.size, 50):
         detector.update(50, float(values[i:i + 50].sum()))
     assert detector.dispersion > 2.5
-    steady = Adwin()
+    steady = Adwin(0.002)
     for _ in range(0, 20_000, 50):
         steady.update(50, float((rng.random(50) < 0.1).sum()))
     assert steady.dispersion == 1.0
