@@ -85,6 +85,21 @@ def forward_messages(kind: str, events: list[JSON], max_bytes: int) -> Iterator[
         yield head + b",".join(parts) + b"]}"
 
 
+# Most messages a run of consecutive prediction messages applies at once: one-event messages
+# share the join's lookups and the column work of a flush's worth (`_fast_predictions`).
+RUN_MESSAGES = 1000
+
+
+def _run_end(messages: list[Message], first: int) -> int:
+    """The end of the run of prediction messages with events, of one source, from `first`."""
+    src, end = messages[first].src, first + 1
+    limit = min(len(messages), first + RUN_MESSAGES)
+    while end < limit and messages[end].src == src and messages[end].kind == "predictions" \
+            and messages[end].events:
+        end += 1
+    return end
+
+
 def _reused(event: JSON, model: str) -> Rejection:
     return Rejection(f"event_id: already used by a prediction of model {model!r}",
                      "event_id", None, orjson.dumps(event))
@@ -136,10 +151,23 @@ class PredictionLogic:
         labels: dict[str, _LabelColumns] = {}
         oldest = shard.expired_before
         newest: dict[str, float] = {}
+        applied_until = single_until = 0
         for mi, message in enumerate(messages):
+            if mi < applied_until:
+                continue  # applied with the run of messages it belongs to
             local = message.src != FORWARDED
             if message.kind == "predictions" and message.events:
-                fast = self._fast_predictions(shard, join, message, mi, local, oldest, cols)
+                fast = None
+                if mi >= single_until:
+                    end = _run_end(messages, mi)
+                    if end - mi > 1:
+                        fast = self._fast_predictions(shard, join, messages, mi, end, local,
+                                                      oldest, cols)
+                        applied_until = end if fast is not None else applied_until
+                        single_until = end  # on failure, its messages are tried one by one
+                if fast is None:
+                    fast = self._fast_predictions(shard, join, messages, mi, mi + 1, local,
+                                                  oldest, cols)
                 if fast is not None:
                     newest[message.src] = max(newest.get(message.src, -math.inf), fast)
                     continue
@@ -207,15 +235,23 @@ class PredictionLogic:
         self._update_quality(shard, messages, labels)
         return rejected
 
-    def _fast_predictions(self, shard: Shard, join: Join, message: Message, mi: int,
-                          local: bool, oldest: float, cols: _Columns) -> float | None:
-        """Apply a message of new, well-routed predictions column by column.
+    def _fast_predictions(self, shard: Shard, join: Join, messages: list[Message], first: int,
+                          end: int, local: bool, oldest: float, cols: _Columns) -> float | None:
+        """Apply the new, well-routed predictions of messages `first` to `end` (a run of one
+        source, see `_run_end`) column by column, all at once.
 
-        Returns the newest event time, or None (nothing applied) when the message holds a
+        Returns the newest event time, or None (nothing applied) when the run holds a
         duplicate, an event of another shard, one past retention, one an orphan label
-        waits for or a model new to the shard: those take the event-by-event path.
+        waits for or a model new to the shard: those take the event-by-event path. Applied
+        together, the messages of a run count exactly as they would one by one: each would
+        pass the same checks against what the ones before it added.
         """
-        events = message.events
+        if end - first == 1:
+            events = messages[first].events
+            msg = [first] * len(events)
+        else:
+            events = [e for m in messages[first:end] for e in m.events]
+            msg = [mi for mi in range(first, end) for _ in messages[mi].events]
         ids = [e["event_id"] for e in events]
         if local:
             n_parts, mine = self.settings.partitions, shard.partition
@@ -239,7 +275,7 @@ class PredictionLogic:
         cols.latency.extend([math.nan if (v := e.get("latency_ms")) is None else v
                              for e in events])
         cols.cost.extend([math.nan if (v := e.get("cost_usd")) is None else v for e in events])
-        cols.msg.extend([mi] * len(ids))
+        cols.msg.extend(msg)
         return float(max(ts))
 
     @staticmethod

@@ -1,9 +1,9 @@
 """Every use of faust-streaming internals, in one place, each with the reason for it.
 
-The shard runtime flushes batches outside Faust's per-message path, writes its tables
-changelog first, and must not let Faust's consumer commit past a message it has not
-applied; a static group member must leave its group when it stops (aiokafka's coordinator,
-which Faust drives). Faust has no public API for any of these; what
+The shard runtime takes its input records in bulk outside Faust's per-message path, flushes
+batches, writes its tables changelog first, and must not let Faust's consumer commit past a
+message it has not applied; a static group member must leave its group when it stops
+(aiokafka's coordinator, which Faust drives). Faust has no public API for any of these; what
 is used here is read from faust-streaming 0.15.3 (pinned in pyproject.toml) and is checked
 by the fault tests whenever that pin moves.
 """
@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Iterator
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from aiokafka.consumer.group_coordinator import GroupCoordinator
 from aiokafka.errors import KafkaError
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import Array, Int16, Int32, Schema, String
+from faust.events import Event
 from faust.streams import _current_event
 from faust.types import TP
 
@@ -56,13 +58,155 @@ async def rewind(app: Any, tp: Any, offset: int) -> None:
     await consumer.seek(tp, offset)
 
 
-def release(app: Any, event: Any) -> None:
-    """Drop a delivered message without acknowledging it (it will be read again).
+def release(app: Any, message: Any) -> None:
+    """Drop a taken message without acknowledging it (it will be read again).
 
     Acknowledging would let the committed offset pass it; leaving it pending would make
     every later rebalance wait for it (Faust waits until no message is pending).
     """
-    app.consumer._unacked_messages.discard(event.message)
+    app.consumer._unacked_messages.discard(message)
+
+
+def as_event(app: Any, message: Any) -> Any:
+    """A Faust event of `message`: what a table write outside the stream loop acts as
+    (`acting_as`), built once per partition and flush instead of once per message."""
+    return Event(app, message.key, message.value, message.headers, message)
+
+
+class BulkReader:
+    """The records of a family's input topics, taken from Faust's fetcher a fetched batch at
+    a time.
+
+    Faust hands every record to a stream one at a time: its fetch loop runs each through
+    `Service.wait_first` (four tasks and an `asyncio.wait`), the conductor makes an Event
+    and queues it, the stream iterator takes it back out; about 55 µs a message, more than
+    our ingest of a one-event message (README, Performance). Here the records of `topics`
+    are taken out of each fetched batch in `Consumer._wait_next_records` (private), before
+    Faust iterates it, and queued in the order Faust would deliver them (its scheduler's
+    round robin over topics: what a family applies depends on the order of its topics'
+    records, a label before or after its prediction), with the checks Faust's loop makes
+    (flow, generation, partitions in use, read offset, the gaps it records for commits).
+    Taken messages are tracked and acknowledged as Faust's stream does (the consumer's
+    unacknowledged set, `Message.ack`), so commits and rebalances see them as before; one
+    not taken is neither: it is read again after a rebalance's seek. A partition holding
+    `limit` records stops being fetched until half are taken (Faust's own buffer rule).
+    """
+
+    def __init__(self, app: Any, topics: Iterable[str], limit: int) -> None:
+        self.app = app
+        self.topics = frozenset(topics)
+        self.limit = limit
+        self.queue: deque[Any] = deque()
+        self.held: Counter[Any] = Counter()  # messages queued, by partition
+        self.arrived = asyncio.Event()
+        readers = _readers(app.consumer)
+        for topic in self.topics:
+            readers[topic] = self
+
+    async def _keep(self, records: dict[Any, list[Any]], active: set[Any] | None) -> None:
+        """What Faust's `Consumer.getmany` and `_drain_messages` do to a record before they
+        deliver it, for a whole fetched batch."""
+        consumer = self.app.consumer
+        if not consumer.flow_active:
+            return  # a rebalance: Faust drops the fetch too, and seeks afterwards
+        read_offset = consumer._read_offset
+        acking = self.app.topics.acks_enabled_for
+        buffered = consumer._buffered_partitions
+        for tp, record in consumer.scheduler.iterate(records):
+            if active is not None and tp not in active and tp not in buffered:
+                continue
+            offset = record.offset
+            last = read_offset[tp]
+            if last is not None and offset < last:
+                continue  # fetched before a seek back: it comes again
+            if last and offset - last > 1 and acking(tp.topic):
+                await consumer._add_gap(tp, last + 1, offset)
+            self.queue.append(consumer._to_message(tp, record))
+            read_offset[tp] = offset
+            self.held[tp] += 1
+        for tp in records:
+            if self.held[tp] >= self.limit:
+                consumer.on_buffer_full(tp)  # (Faust's check: never while recovering)
+        if self.queue:
+            self.arrived.set()
+
+    async def take(self, max_messages: int, within: float) -> list[Any]:
+        """Up to `max_messages` messages, tracked as unacknowledged: as soon as that many
+        wait, else what waits after `within` (Faust's `noack_take`); never while a
+        rebalance holds the flow."""
+        loop = asyncio.get_running_loop()
+        while True:
+            deadline = loop.time() + within
+            while len(self.queue) < max_messages and loop.time() < deadline:
+                self.arrived.clear()
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self.arrived.wait(), deadline - loop.time())
+            if self.queue and self.app.flow_control.is_active():
+                taken = self._take(max_messages)
+                if taken:
+                    return taken
+            elif self.queue:
+                await asyncio.sleep(within)  # a rebalance holds the flow: wait it out
+
+    def _take(self, max_messages: int) -> list[Any]:
+        consumer = self.app.consumer
+        generation = self.app.consumer_generation_id
+        unacked = consumer._unacked_messages
+        taken: list[Any] = []
+        touched = set()
+        while self.queue and len(taken) < max_messages:
+            message = self.queue.popleft()
+            self.held[message.tp] -= 1
+            touched.add(message.tp)
+            if message.generation_id != generation:
+                continue  # from before a rebalance, which seeked: it comes again
+            message.tracked = True
+            unacked.add(message)
+            taken.append(message)
+        for tp in touched:
+            if tp in consumer._buffered_partitions and self.held[tp] <= self.limit // 2:
+                consumer.on_buffer_drop(tp)
+        return taken
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Drop what waits of partitions no longer assigned (their next owner reads it)."""
+        gone = set(partitions)
+        self.queue = deque(m for m in self.queue if m.partition not in gone)
+        for tp in [tp for tp in self.held if tp.partition in gone]:
+            del self.held[tp]
+
+
+# Each consumer's bulk readers by topic; its fetch is diverted once, for all of them.
+_READERS: weakref.WeakKeyDictionary[Any, dict[str, BulkReader]] = weakref.WeakKeyDictionary()
+
+
+def _readers(consumer: Any) -> dict[str, BulkReader]:
+    """The readers of `consumer`, whose `_wait_next_records` hands the records of their
+    topics to them and the rest to Faust (its fetch loop's one call per fetched batch)."""
+    readers = _READERS.get(consumer)
+    if readers is not None:
+        return readers
+    readers = _READERS[consumer] = {}
+    fetch = consumer._wait_next_records
+
+    async def wait_next_records(wait: float) -> tuple[Any, Any]:
+        records, active = await fetch(wait)
+        if records and any(tp.topic in readers for tp in records):
+            rest = {}
+            mine: dict[BulkReader, dict[Any, list[Any]]] = {}
+            for tp, batch in records.items():
+                reader = readers.get(tp.topic)
+                if reader is None:
+                    rest[tp] = batch
+                else:  # Faust's own TP: aiokafka's TopicPartition is not one to its asserts
+                    mine.setdefault(reader, {})[TP(tp.topic, tp.partition)] = batch
+            for reader, batches in mine.items():
+                await reader._keep(batches, active)
+            records = rest
+        return records, active
+
+    consumer._wait_next_records = wait_next_records
+    return readers
 
 
 @dataclass(slots=True)

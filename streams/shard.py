@@ -34,7 +34,15 @@ from schemas.codec import VALIDATORS, Rejection, decode_message, validate_batch
 from schemas.entities import FIELDS, LIMITS, SCOPES
 from schemas.fields import JSON, Validator
 from streams import deadletter
-from streams.faust_internals import TableWrite, apply_local, release, rewind, send_changelog
+from streams.faust_internals import (
+    BulkReader,
+    TableWrite,
+    apply_local,
+    as_event,
+    release,
+    rewind,
+    send_changelog,
+)
 from streams.kafka import first_offset
 from streams.settings import Settings
 
@@ -442,6 +450,7 @@ class ShardRuntime:
         self.announced: dict[int, list[float] | None] = {}
         # topic partition -> (offset the rewind reads again from, when)
         self.rewound: dict[Any, tuple[int, float]] = {}
+        self.reader: BulkReader | None = None
 
     def shard(self, partition: int) -> Shard:
         shard = self.shards.get(partition)
@@ -502,24 +511,31 @@ class ShardRuntime:
             self.announced.pop(partition, None)
         for tp in [tp for tp in self.rewound if tp[1] in gone]:
             del self.rewound[tp]
+        if self.reader is not None:
+            self.reader.forget(gone)
 
     async def run(self, stream: Any) -> None:
-        """The agent body: batches of unacknowledged events, each flushed then acknowledged.
+        """The agent body: batches of unacknowledged messages, each flushed then acknowledged.
 
-        A batch ends at `max_batch` events or after `flush_interval_s`, whichever comes first.
+        The messages come in bulk from the consumer's fetches (`BulkReader`), not one by one
+        through the stream; the stream's channel is still iterated once, which subscribes the
+        topics and makes this agent own their partitions. A batch ends at `max_batch`
+        messages or after `flush_interval_s`, whichever comes first.
         """
         settings = self.settings
-        async for events in stream.noack_take(settings.max_batch,
-                                              within=settings.flush_interval_s):
+        aiter(stream.channel)
+        self.reader = BulkReader(self.app, self.logic.sources, self.app.conf.stream_buffer_maxsize)
+        while True:
+            messages = await self.reader.take(settings.max_batch, settings.flush_interval_s)
             try:
-                await self._process(events)
+                await self._process(messages)
             except BaseException:
                 # In-memory state may now be ahead of what was written: drop it, so the
-                # shards reload from their tables and the unacknowledged events replay.
+                # shards reload from their tables and the unacknowledged messages replay.
                 self.shards.clear()
                 raise
 
-    async def _process(self, events: list[Any]) -> None:
+    async def _process(self, delivered: list[Any]) -> None:
         by_partition: dict[int, list[Message]] = {}
         shards: dict[int, Shard] = {}
         rejected: list[tuple[Rejection, str, int, int, bytes | None]] = []
@@ -527,24 +543,23 @@ class ShardRuntime:
         # its offsets cannot be committed by this member any more, and the new owner's replay
         # is skipped slot by slot wherever these writes reached the changelog first.
         taken = []
-        for event in events:
-            msg = event.message
+        for msg in delivered:
             src = self.logic.sources[msg.topic]
             shard = shards[msg.partition] = self.shard(msg.partition)
             progress = shard.ingest.get(msg.topic, IngestProgress())
             if msg.offset <= progress.offset:
-                taken.append(event)
+                taken.append(msg)
                 continue  # replayed after a crash: this message is already fully applied
             if msg.offset > progress.offset + 1 and not await self._next_in_log(
                     msg.tp, progress.offset, msg.offset):
-                release(self.app, event)  # not applied, not acknowledged: read again
+                release(self.app, msg)  # not applied, not acknowledged: read again
                 continue
-            taken.append(event)
+            taken.append(msg)
             validate = self.logic.validator(src)
             if validate is None:
-                message, rejections = self._internal(shard, src, msg.offset, event.value)
+                message, rejections = self._internal(shard, src, msg.offset, msg.value)
             else:
-                valid, rejections = decode_message(event.value, validate,
+                valid, rejections = decode_message(msg.value, validate,
                                                    self.settings.max_message_bytes)
                 valid, late = self._screen_time(valid)
                 rejections.extend(late)
@@ -564,21 +579,23 @@ class ShardRuntime:
             sent += await deadletter.publish(self.deadletters, [rejection], topic, partition,
                                              offset, key)
         await deadletter.delivered(sent)  # out before the offsets are recorded
-        last_event = {event.message.partition: event for event in taken}
+        last = {msg.partition: msg for msg in taken}
         written = []
         for partition, messages in by_partition.items():
             high: dict[str, int] = {}
             for message in messages:
                 high[message.src] = max(high.get(message.src, -1), message.offset)
-            written.append(await self._flush(shards[partition], high, last_event[partition]))
+            written.append(await self._flush(shards[partition], high,
+                                             as_event(self.app, last[partition])))
         await self.app.producer.flush()
         for write in written:
             await apply_local(write)
         for shard in shards.values():
             shard.ingest_durable = dict(shard.ingest)
             shard.durable_watermark = self._complete_until(shard)
-        for event in taken:
-            event.ack()
+        consumer = self.app.consumer
+        for msg in taken:
+            msg.ack(consumer)
         if self.forwarding:  # at once, not at the next heartbeat: receivers wait for it
             now = time.monotonic()
             await self._announce({p: self._floor(s) for p, s in shards.items()

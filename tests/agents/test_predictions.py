@@ -143,3 +143,48 @@ def test_a_shard_loads_its_keys_and_the_join_from_one_pass(tmp_path: Path) -> No
             assert join.path == rig.settings.data_dir / "join" / "1"
             runtime.forget([1])
             assert not join.path.exists()
+
+
+def test_one_event_messages_applied_as_a_run_count_as_they_would_one_by_one(
+        tmp_path: Path) -> None:
+    """A flush of one-event messages applies runs of them at once (`_fast_predictions`);
+    a run holding a duplicate, a model new to the shard or a label's prediction falls back
+    to message by message, so the counts and the join never depend on the flush."""
+    def messages(first: int) -> list[Message]:
+        events: list[tuple[str, dict[str, Any]]] = [
+            *(("predictions", prediction(f"r{i}", 200.0 + i)) for i in range(5)),
+            ("labels", label("r1", 210.0)),
+            *(("predictions", prediction(f"s{i}", 205.0 + i)) for i in range(4)),
+            ("predictions", prediction("s2", 209.0)),  # a retry inside a run
+            ("predictions", prediction("s9", 209.0, model="new")),  # admitted one by one
+            ("labels", label("late", 211.0)),
+            ("predictions", prediction("late", 209.5)),  # its label waits already
+            ("predictions", prediction("t0", 209.6)),
+        ]
+        return [Message(kind, first + n, [event], kind) for n, (kind, event) in enumerate(events)]
+
+    def counts(rig: Rig) -> tuple[Any, ...]:
+        join = rig.logic.joins[0]
+        traffic = sorted((key, slot.state.family("traffic").predictions)
+                         for key, slot in rig.shard.slots.items())
+        return join.joinable, join.waiting, join.duplicates, rig.labelled(), traffic
+
+    together, apart = Rig(tmp_path / "together"), Rig(tmp_path / "apart")
+    for rig in (together, apart):
+        assert rig.send("predictions", prediction("known", 199.0)) == []  # churn is known
+    runs: list[int] = []
+    fast = together.logic._fast_predictions
+
+    def spy(shard: Shard, join: Any, batch: list[Message], first: int, end: int,
+            *rest: Any) -> float | None:
+        applied = fast(shard, join, batch, first, end, *rest)
+        runs.append(end - first if applied is not None else 0)
+        return applied
+
+    together.logic._fast_predictions = spy  # type: ignore[method-assign]
+    assert together.logic.apply(together.shard, messages(10)) == []
+    assert max(runs) == 5  # r0..r4 at once; the run s0..s9 fell back to one by one
+    for message in messages(10):
+        assert apart.logic.apply(apart.shard, [message]) == []
+    assert counts(together) == counts(apart)
+    assert counts(together)[:4] == (13, 0, 1, 2)

@@ -1,0 +1,121 @@
+"""The bulk reader against a stand-in for Faust's consumer: what it diverts from a fetch, in
+which order, and what it drops, tracks and pauses as Faust's own fetch loop would."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+from faust.transport.utils import DefaultSchedulingStrategy
+from faust.types import TP
+
+from streams.faust_internals import BulkReader
+
+
+@dataclass
+class Record:
+    offset: int
+
+
+@dataclass(eq=False)
+class FakeMessage:
+    tp: TP
+    offset: int
+    generation_id: int
+    tracked: bool = False
+
+    @property
+    def partition(self) -> int:
+        return self.tp.partition
+
+
+class FakeConsumer:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.fetches: list[dict[TP, list[Record]]] = []
+        self._read_offset: defaultdict[TP, int | None] = defaultdict(lambda: None)
+        self._buffered_partitions: set[TP] = set()
+        self._unacked_messages: set[Any] = set()
+        self.flow_active = True
+        self.scheduler = DefaultSchedulingStrategy()
+        self.gaps: list[tuple[TP, int, int]] = []
+
+    async def _wait_next_records(self, wait: float) -> tuple[Any, Any]:
+        return self.fetches.pop(0), None
+
+    async def _add_gap(self, tp: TP, first: int, last: int) -> None:
+        self.gaps.append((tp, first, last))
+
+    def _to_message(self, tp: TP, record: Record) -> FakeMessage:
+        return FakeMessage(tp, record.offset, self.app.consumer_generation_id)
+
+    def on_buffer_full(self, tp: TP) -> None:
+        self._buffered_partitions.add(tp)
+
+    def on_buffer_drop(self, tp: TP) -> None:
+        self._buffered_partitions.discard(tp)
+
+
+def rig(limit: int = 100) -> tuple[Any, FakeConsumer, BulkReader]:
+    app = SimpleNamespace(consumer_generation_id=1,
+                          topics=SimpleNamespace(acks_enabled_for=lambda topic: True),
+                          flow_control=SimpleNamespace(is_active=lambda: True))
+    app.consumer = FakeConsumer(app)
+    return app, app.consumer, BulkReader(app, {"p", "l"}, limit)
+
+
+P0, P1, L0, OTHER = TP("p", 0), TP("p", 1), TP("l", 0), TP("other", 0)
+
+
+def test_the_family_topics_leave_faust_in_faust_order_and_are_tracked() -> None:
+    async def run() -> None:
+        _, consumer, reader = rig()
+        consumer.fetches.append({P0: [Record(0), Record(1)], L0: [Record(0)],
+                                 P1: [Record(5)], OTHER: [Record(0)]})
+        records, _ = await consumer._wait_next_records(1.0)
+        assert list(records) == [OTHER]  # the rest is Faust's
+        taken = await reader.take(10, 0.01)
+        # Faust's round robin over topics (a label next to its prediction), each topic's
+        # partitions in turn, each partition in order
+        assert [(m.tp, m.offset) for m in taken] == [
+            (P0, 0), (L0, 0), (P1, 5), (P0, 1)]
+        assert consumer._unacked_messages == set(taken)
+        assert all(m.tracked for m in taken)
+        assert consumer._read_offset[P0] == 1
+
+    asyncio.run(run())
+
+
+def test_gaps_are_recorded_stale_records_and_generations_dropped() -> None:
+    async def run() -> None:
+        app, consumer, reader = rig()
+        consumer.fetches.append({P0: [Record(3), Record(7)]})
+        await consumer._wait_next_records(1.0)
+        assert consumer.gaps == [(P0, 4, 7)]
+        consumer._read_offset[P0] = 5  # a seek back: 3 was fetched before it
+        consumer.fetches.append({P0: [Record(3), Record(5)]})
+        app.consumer_generation_id = 2  # a rebalance: what was queued comes again
+        await consumer._wait_next_records(1.0)
+        assert [(m.offset, m.generation_id) for m in await reader.take(10, 0.01)] == [(5, 2)]
+
+    asyncio.run(run())
+
+
+def test_a_full_partition_is_paused_until_half_is_taken() -> None:
+    async def run() -> None:
+        _, consumer, reader = rig(limit=4)
+        consumer.fetches.append({P0: [Record(i) for i in range(4)]})
+        await consumer._wait_next_records(1.0)
+        assert consumer._buffered_partitions == {P0}
+        assert len(await reader.take(1, 0.01)) == 1
+        assert consumer._buffered_partitions == {P0}
+        assert len(await reader.take(1, 0.01)) == 1
+        assert consumer._buffered_partitions == set()
+        reader.forget([0])
+        assert not reader.queue
+        assert not reader.held
+
+    asyncio.run(run())
