@@ -21,7 +21,7 @@ from agents.snapshots import SnapshotStage
 from agents.snapshots import run as run_snapshots
 from agents.telemetry import TelemetryLogic
 from streams import http
-from streams.faust_internals import leave_static_group
+from streams.faust_internals import leave_static_group, widen_producer_buffer
 from streams.kafka import faust_credentials
 from streams.loop_lag import LoopLag
 from streams.metrics_view import AlertsView, MetricsView, follow
@@ -34,9 +34,6 @@ from streams.topics import BYID_TOPIC, PARTIALS_TOPIC, SNAPSHOT_TABLE, Topics, s
 JSON_SCHEMA = faust.Schema(key_serializer="json", value_serializer="json")
 # How often shards report to the snapshot stage: closing lags event time by about two.
 HEARTBEAT_S = 0.5
-# faust-streaming #173: the producer buffer flushes every 100 messages by default, which
-# throttles changelog writes far below what one flush produces.
-PRODUCER_BUFFER_MESSAGES = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +139,7 @@ def create_app(settings: Settings) -> Pulse:
 
     @app.task
     async def tune_producer() -> None:
-        app.producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
+        widen_producer_buffer(app)
 
     view = MetricsView(settings.retention_s)
 

@@ -329,6 +329,24 @@ def leave_static_group() -> None:
 _BUILTIN_VIEWS = "faust.web.apps."
 
 
+# faust-streaming #173: the producer buffer flushes every 100 messages by default, which
+# throttles changelog writes far below what one flush produces.
+PRODUCER_BUFFER_MESSAGES = 10_000
+
+
+def widen_producer_buffer(app: Any) -> None:
+    """Let Faust's producer buffer hold a whole flush (`app.producer.buffer` has no setting;
+    its `max_messages` attribute is read at each send)."""
+    app.producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
+
+
+async def refresh_metadata(consumer: Any) -> None:
+    """Ask the broker for the topics' metadata now: aiokafka's consumer refreshes it only
+    every `metadata_max_age_ms` (5 minutes), so a reader started before its topic exists
+    would wait that long; the public API has no call for it (`_client` is private)."""
+    await consumer._client.force_metadata_update()
+
+
 def drop_builtin_views(app: Any) -> list[str]:
     """Serve none of Faust's built-in web views; return the prefixes of those dropped.
 

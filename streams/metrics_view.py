@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.fields import MAX_STRING
 from schemas.outputs import METRICS
+from streams.faust_internals import refresh_metadata
 from streams.kafka import client_kwargs
 from streams.loop_lag import LoopLag
 from streams.settings import Settings, parse_duration
@@ -303,7 +304,7 @@ async def follow(settings: Settings, topic: str, view: MetricsView | AlertsView)
         partitions = consumer.partitions_for_topic(topic)
         while not partitions:
             await asyncio.sleep(1)
-            await consumer._client.force_metadata_update()
+            await refresh_metadata(consumer)
             partitions = consumer.partitions_for_topic(topic)
         tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)

@@ -119,3 +119,25 @@ def test_a_full_partition_is_paused_until_half_is_taken() -> None:
         assert not reader.held
 
     asyncio.run(run())
+
+
+def test_the_private_attributes_the_adapter_sets_and_calls_exist_in_the_pinned_versions(
+) -> None:
+    """What `widen_producer_buffer` and `refresh_metadata` rely on: a Faust producer buffer
+    whose `max_messages` is an attribute read at send time, and an aiokafka consumer client
+    with `force_metadata_update`. A version bump that renames either fails here."""
+    import inspect
+
+    import faust
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.client import AIOKafkaClient
+
+    from streams.faust_internals import PRODUCER_BUFFER_MESSAGES, widen_producer_buffer
+
+    app = faust.App("pin-check", broker="kafka://localhost:1")
+    assert app.producer.buffer.max_messages != PRODUCER_BUFFER_MESSAGES
+    widen_producer_buffer(app)
+    assert app.producer.buffer.max_messages == PRODUCER_BUFFER_MESSAGES
+    assert "self.max_messages" in inspect.getsource(type(app.producer.buffer))
+    assert callable(AIOKafkaClient.force_metadata_update)  # returns an awaitable future
+    assert "_client" in inspect.getsource(AIOKafkaConsumer.__init__)
