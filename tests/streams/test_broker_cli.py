@@ -15,7 +15,8 @@ from tests.harness import CLI, free_port, produce, read_all
 @pytest.fixture
 def broker(tmp_path: Path, kafka: str) -> list[str]:
     # depends on `kafka` only so that the jars are resolved once, by the session broker
-    return [*CLI, "broker", "--state-dir", str(tmp_path / "state"), "--port", str(free_port())]
+    # a broker takes two ports: its own and the controller's, the next one
+    return [*CLI, "broker", "--state-dir", str(tmp_path / "state"), "--port", str(free_port(2))]
 
 
 def _run(cmd: list[str], action: str) -> subprocess.CompletedProcess[str]:
