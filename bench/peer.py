@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -51,7 +51,9 @@ from streams.kafka import ensure_topics  # noqa: E402
 from streams.settings import load_settings  # noqa: E402
 from streams.topics import route  # noqa: E402
 
-PARTITIONS = 4
+sys.path.insert(0, str(ROOT / "bench"))
+from throughput import PARTITIONS, peak_rss_mb, raw_read  # noqa: E402
+
 MODELS = ["churn", "intent", "demand", "ranker"]
 QUIX = "quixstreams==3.28.0"
 KINDS = ("single", "batched")
@@ -104,34 +106,11 @@ async def fill(bootstrap: str, topic: str, n: int, per_message: int, start: floa
     return time.monotonic() - began
 
 
-def peak_rss_mib(pid: int | str = "self") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 async def raw_consume(bootstrap: str, topic: str, expect: int) -> dict[str, float]:
-    """(a), run in a process of its own: consume and decode until `expect` events."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                max_partition_fetch_bytes=8 * 1024 * 1024)
-    await consumer.start()
-    tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-    consumer.assign(tps)
-    await consumer.seek_to_beginning(*tps)
-    seen = 0
-    first = 0.0
-    while seen < expect:
-        batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
-        for records in batch.values():
-            if not first:
-                first = time.monotonic()
-            for record in records:
-                doc = orjson.loads(record.value)
-                seen += len(doc) if isinstance(doc, list) else 1
-    last = time.monotonic()
-    await consumer.stop()
-    return {"events": seen, "seconds": last - first, "rss_mib": peak_rss_mib()}
+    """(a), run in a process of its own: consume and decode until `expect` events, timed
+    from the first records (as the other systems are, from their first event)."""
+    seen, _, first, last = await raw_read(bootstrap, topic, expect)
+    return {"events": seen, "seconds": last - first, "rss_mib": peak_rss_mb()}
 
 
 # (c): the Quix consumer, run by the Quix environment's interpreter.
@@ -250,7 +229,7 @@ class Worker:
         if rejected:
             raise SystemExit(f"the worker rejected {rejected} events: see the "
                              f"{self.prefix}deadletter topic")
-        rss = peak_rss_mib(proc.pid)
+        rss = peak_rss_mb(proc.pid)
         self.stop()
         return {"events": expect, "seconds": last - self.ready(), "rss_mib": rss}
 

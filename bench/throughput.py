@@ -73,7 +73,12 @@ async def produce(bootstrap: str, topic: str, messages: list[tuple[int, bytes]])
     return began
 
 
-async def raw_rate(bootstrap: str, topic: str, n_events: int) -> float:
+async def raw_read(bootstrap: str, topic: str, n_events: int,
+                   ) -> tuple[int, float, float, float]:
+    """Consume and decode the topic's `PARTITIONS` partitions from the start until `n_events`
+    events (a message holds one or a list): the ceiling, no processing. Returns the events
+    read and the monotonic times before the first fetch, of the first records and of the
+    last."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 max_partition_fetch_bytes=8 * 1024 * 1024)
     await consumer.start()
@@ -82,15 +87,22 @@ async def raw_rate(bootstrap: str, topic: str, n_events: int) -> float:
     await consumer.seek_to_beginning(*tps)
     seen = 0
     began = time.monotonic()
+    first = 0.0
     while seen < n_events:
         batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
         for records in batch.values():
+            first = first or time.monotonic()
             for record in records:
                 doc = orjson.loads(record.value)
                 seen += len(doc) if isinstance(doc, list) else 1
-    elapsed = time.monotonic() - began
+    last = time.monotonic()
     await consumer.stop()
-    return seen / elapsed
+    return seen, began, first, last
+
+
+async def raw_rate(bootstrap: str, topic: str, n_events: int) -> float:
+    seen, began, _, last = await raw_read(bootstrap, topic, n_events)
+    return seen / (last - began)
 
 
 def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -105,7 +117,7 @@ def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
-def peak_rss_mb(pid: int) -> float:
+def peak_rss_mb(pid: int | str = "self") -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
