@@ -111,8 +111,8 @@ def evaluate(rule: AlertRule, state: RuleState, start: float, end: float,
         return _revise(rule, state, start, value)
     state.last_start = start
     compared = _compared(rule, state, value)
-    if compared is None:
-        state.baseline = [*state.baseline, value]
+    if compared is None:  # a baseline still short, or one of zeros: it keeps its last values
+        state.baseline = [*state.baseline, value][-rule.baseline_windows:]
         return None
     holds = _holds(rule, compared)
     if not state.firing:

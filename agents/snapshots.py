@@ -367,8 +367,8 @@ class SnapshotStage:
         self.writes[f"drift|{model}"] = drift
         config = self.settings.drift
         out: dict[str, Any] = {}
-        if drift.get("adwin") is not None:
-            out["error_shift"] = Adwin(config.adwin_delta).restore(drift["adwin"]).shift
+        if drift.get("shift") is not None:
+            out["error_shift"] = drift["shift"]
         if rev == 1:
             out.update(self._psi(model, drift, state, values.get("predictions") or 0))
         last, labelled = drift.get("ph_last"), values.get("labelled") or 0
@@ -431,7 +431,7 @@ class SnapshotStage:
             detector = Adwin(self.settings.drift.adwin_delta).restore(drift.get("adwin"))
             for _, (labelled, wrong) in sorted(windows.items()):
                 detector.update(labelled, wrong)
-            drift["adwin"] = detector.to_state()
+            drift["adwin"], drift["shift"] = detector.to_state(), detector.shift
             self.writes[f"drift|{model}"] = drift
             entity = entities.model(model)
             for rule in self.settings.alerts:
@@ -539,7 +539,7 @@ def pinned_reference(path: Path) -> dict[str, Any]:
 
 def _fresh_drift() -> dict[str, Any]:
     """A model version's drift state: its reference, and its detectors' states."""
-    return {"ref": None, "n": 0, "ph": None, "ph_last": None, "adwin": None}
+    return {"ref": None, "n": 0, "ph": None, "ph_last": None, "adwin": None, "shift": None}
 
 
 def _start_of(key: str) -> float:

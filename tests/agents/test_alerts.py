@@ -96,6 +96,11 @@ def test_relative_rule_compares_with_the_trailing_baseline() -> None:
                      relative=True, baseline_windows=3, resolve=0.2)
     values = [1.0, 1.0, 1.0, 1.2, 2.0, 2.0, 2.0]
     assert _run(jump, values) == [(5, "firing")]
+    # a baseline of zeros (no labels yet, say) judges nothing and stays bounded
+    zeros = RuleState()
+    for i in range(50):
+        assert evaluate(jump, zeros, i * 60.0, i * 60.0 + 60, 0.0) is None
+    assert zeros.baseline == [0.0, 0.0, 0.0]
 
 
 def test_rule_selectors() -> None:
