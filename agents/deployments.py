@@ -11,10 +11,10 @@ from typing import Any
 
 import orjson
 
+from agents.shard import Message, Shard, ShardRuntime, group_by_entity
+from core.settings import Settings
 from schemas.codec import VALIDATORS, Rejection
 from schemas.fields import JSON, Validator
-from streams.settings import Settings
-from streams.shard import Message, Shard, ShardRuntime, group_by_entity
 
 
 class DeploymentLogic:

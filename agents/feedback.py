@@ -8,9 +8,9 @@ import numpy as np
 import numpy.typing as npt
 
 from agents.aggregators.window import WindowState
+from agents.shard import Rows, SimpleLogic
 from schemas import entities
 from schemas.fields import JSON
-from streams.shard import Rows, SimpleLogic
 
 
 class FeedbackLogic(SimpleLogic):

@@ -24,12 +24,12 @@ import numpy as np
 import orjson
 
 from agents.join_index import Join, Memory
+from agents.shard import FORWARDED, Message, Shard, ShardRuntime, retention_rejection
+from core.settings import Settings
+from core.topics import route
 from schemas import entities
 from schemas.codec import VALIDATORS, Rejection
 from schemas.fields import JSON, Validator
-from streams.settings import Settings
-from streams.shard import FORWARDED, Message, Shard, ShardRuntime, retention_rejection
-from streams.topics import route
 
 FORWARD_EVENTS = 1000  # per forwarded message, and never more than half the message limit
 

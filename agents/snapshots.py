@@ -29,13 +29,13 @@ from agents.aggregators.drift import psi
 from agents.aggregators.window import WindowState
 from agents.alerts import RuleState, Transition, applies, evaluate, evaluate_signal
 from agents.closing import EventClock
+from agents.shard import parse_window_key, window_key
+from core.faust_internals import TableWrite, apply_local, send_changelog
+from core.settings import AlertRule, Settings
 from schemas import entities
 from schemas.codec import VALIDATORS
 from schemas.fields import MAX_MAGNITUDE
 from schemas.outputs import STREAMING_METRICS
-from streams.faust_internals import TableWrite, apply_local, send_changelog
-from streams.settings import AlertRule, Settings
-from streams.shard import parse_window_key, window_key
 
 log = logging.getLogger(__name__)
 
@@ -509,7 +509,7 @@ class SnapshotStage:
 
     def write(self, event: Any) -> TableWrite:
         """Send each changed key once to the changelog (the local store follows after the
-        producer's flush, see `streams.faust_internals`)."""
+        producer's flush, see `core.faust_internals`)."""
         written = send_changelog(self.table, event, {
             key: value.to_state() if isinstance(value, Entry) else value
             for key, value in self.writes.items()}, list(self.deletes))

@@ -38,10 +38,10 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents.predictions import PredictionLogic
+from agents.shard import Message, Shard
 from agents.snapshots import SnapshotStage
-from streams.settings import load_settings
-from streams.shard import Message, Shard
-from streams.topics import route
+from core.settings import load_settings
+from core.topics import route
 
 START = 1_700_000_040.0  # a window boundary
 WINDOW_S = 60.0

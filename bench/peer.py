@@ -46,10 +46,10 @@ from aiokafka import AIOKafkaProducer
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from core.kafka import ensure_topics  # noqa: E402
+from core.settings import load_settings  # noqa: E402
+from core.topics import route  # noqa: E402
 from streams.broker import LocalBroker, free_port  # noqa: E402
-from streams.kafka import ensure_topics  # noqa: E402
-from streams.settings import load_settings  # noqa: E402
-from streams.topics import route  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 from throughput import PARTITIONS, peak_rss_mb, raw_read  # noqa: E402

@@ -29,10 +29,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from core.kafka import ensure_topics  # noqa: E402
+from core.settings import load_settings  # noqa: E402
+from core.topics import route  # noqa: E402
 from streams.broker import LocalBroker  # noqa: E402
-from streams.kafka import ensure_topics  # noqa: E402
-from streams.settings import load_settings  # noqa: E402
-from streams.topics import route  # noqa: E402
 
 PARTITIONS = 4
 MODELS = ["churn", "intent", "demand", "ranker"]

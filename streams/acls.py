@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from streams.topics import Topics, internal_topics
+from core.topics import Topics, internal_topics
 
 
 class Resource(IntEnum):
@@ -84,7 +84,7 @@ def deployment_acls(prefix: str, app_id: str, roles: Roles) -> list[Acl]:
     read, write, create, describe = (Operation.READ, Operation.WRITE, Operation.CREATE,
                                      Operation.DESCRIBE)
     worker = roles.worker
-    # The worker creates the whole layout before it joins (streams.kafka.ensure_topics) and
+    # The worker creates the whole layout before it joins (core.kafka.ensure_topics) and
     # Faust creates its changelogs and its `__assignor-__leader` topic, all named `<app_id>-`.
     grant(worker, Resource.TOPIC, [f"{app_id}-"], Pattern.PREFIXED,
           read, write, create, describe)

@@ -17,19 +17,19 @@ from agents.deployments import DeploymentLogic
 from agents.feedback import FeedbackLogic
 from agents.pipeline import PipelineLogic
 from agents.predictions import PredictionLogic
+from agents.shard import FORWARDED, ShardRuntime
 from agents.snapshots import SnapshotStage
 from agents.snapshots import run as run_snapshots
 from agents.telemetry import TelemetryLogic
+from core.faust_internals import leave_static_group, widen_producer_buffer
+from core.kafka import faust_credentials
+from core.settings import Settings
+from core.sink import OutputSink
+from core.supervision import fail_fast
+from core.topics import BYID_TOPIC, PARTIALS_TOPIC, SNAPSHOT_TABLE, Topics, shard_table
 from streams import http
-from streams.faust_internals import leave_static_group, widen_producer_buffer
-from streams.kafka import faust_credentials
 from streams.loop_lag import LoopLag
 from streams.metrics_view import AlertsView, MetricsView, follow
-from streams.settings import Settings
-from streams.shard import FORWARDED, ShardRuntime
-from streams.sink import OutputSink
-from streams.supervision import fail_fast
-from streams.topics import BYID_TOPIC, PARTIALS_TOPIC, SNAPSHOT_TABLE, Topics, shard_table
 
 JSON_SCHEMA = faust.Schema(key_serializer="json", value_serializer="json")
 # How often shards report to the snapshot stage: closing lags event time by about two.

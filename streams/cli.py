@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiokafka.errors import KafkaConnectionError
 
-from streams.kafka import TopicLayoutError
-from streams.settings import DEFAULT_BOOTSTRAP, ConfigError, load_settings
+from core.kafka import TopicLayoutError
+from core.settings import DEFAULT_BOOTSTRAP, ConfigError, load_settings
 
 if TYPE_CHECKING:
     from streams.acls import Acl
@@ -104,9 +104,9 @@ def _broker_acls(args: argparse.Namespace) -> list[Acl]:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from core.faust_internals import worker_class
+    from core.kafka import ensure_topics
     from streams.app import create_app
-    from streams.faust_internals import worker_class
-    from streams.kafka import ensure_topics
 
     settings = load_settings()
     loop = asyncio.new_event_loop()
@@ -124,8 +124,8 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _collect(args: argparse.Namespace) -> int:
+    from core.kafka import ensure_topics
     from streams.collector import collect
-    from streams.kafka import ensure_topics
 
     settings = load_settings()
     with _quiet_client():
@@ -138,7 +138,7 @@ def _collect(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from streams.kafka import ensure_topics
+    from core.kafka import ensure_topics
     from streams.simulator import Drift, read_log, replay, simulate
 
     settings = load_settings()

@@ -24,11 +24,11 @@ from typing import Literal
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from core.kafka import client_kwargs
+from core.settings import Settings
+from core.topics import Topics, route
 from schemas.codec import VALIDATORS
 from schemas.fields import JSON, Scalar
-from streams.kafka import client_kwargs
-from streams.settings import Settings
-from streams.topics import Topics, route
 
 log = logging.getLogger(__name__)
 

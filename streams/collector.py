@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.settings import Settings
 from schemas.fields import JSON
 from streams.client import FactoryClient
-from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from core.settings import load_settings
 from streams.broker import LocalBroker
-from streams.settings import load_settings
 
 DEMO_CONFIG = """\
 # written by `factory-pulse demo`

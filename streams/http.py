@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp.http_exceptions import HttpProcessingError
 
+from agents.shard import ShardRuntime
+from core.faust_internals import drop_builtin_views
 from schemas.outputs import METRICS
-from streams.faust_internals import drop_builtin_views
 from streams.metrics_view import Query, QueryError, prometheus
-from streams.shard import ShardRuntime
 
 if TYPE_CHECKING:
     from streams.app import Pulse

@@ -17,12 +17,12 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from core.faust_internals import refresh_metadata
+from core.kafka import client_kwargs
+from core.settings import Settings, parse_duration
 from schemas.fields import MAX_STRING
 from schemas.outputs import METRICS
-from streams.faust_internals import refresh_metadata
-from streams.kafka import client_kwargs
 from streams.loop_lag import LoopLag
-from streams.settings import Settings, parse_duration
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ from typing import IO, Any
 
 import orjson
 
+from core.settings import Settings
 from schemas.fields import JSON
 from streams.client import FactoryClient
-from streams.settings import Settings
 
 CLASSES = ("billing", "support", "sales", "other")
 

@@ -20,9 +20,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import RecordMetadata
 
+from core.kafka import client_kwargs, ensure_topics
+from core.settings import Settings, load_settings
 from streams.broker import free_port
-from streams.kafka import client_kwargs, ensure_topics
-from streams.settings import Settings, load_settings
 
 CLI = [sys.executable, "-m", "streams.cli"]
 

@@ -13,7 +13,7 @@ from agents.aggregators.drift import Scores, ValueSketch, psi
 from agents.aggregators.window import WindowState
 from agents.alerts import RuleState, applies, evaluate, evaluate_signal
 from agents.snapshots import SnapshotStage
-from streams.settings import AlertRule, ConfigError, load_settings
+from core.settings import AlertRule, ConfigError, load_settings
 
 
 def _run(rule: AlertRule, values: list[float | None]) -> list[tuple[int, str]]:

@@ -91,7 +91,7 @@ def _worst_window(seed: int, families: tuple[str, ...] | None = None) -> WindowS
 
 
 def _encodings(state: WindowState) -> dict[str, bytes]:
-    """The window's state as streams.shard writes it: changelog value (Faust's json
+    """The window's state as agents.shard writes it: changelog value (Faust's json
     serializer is orjson) and partial message."""
     encoded = state.to_state()
     offsets = {f"factory.{topic}": 2**53 for topic in ("predictions", "labels")}

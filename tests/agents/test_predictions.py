@@ -9,8 +9,8 @@ from typing import Any
 
 from agents.aggregators.window import WindowState
 from agents.predictions import PredictionLogic
-from streams.settings import Settings
-from streams.shard import Message, Shard, ShardRuntime, SimpleLogic
+from agents.shard import Message, Shard, ShardRuntime, SimpleLogic
+from core.settings import Settings
 
 SOURCES = {"t.predictions": "predictions", "t.labels": "labels"}
 

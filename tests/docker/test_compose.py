@@ -13,9 +13,9 @@ import orjson
 import pytest
 import yaml
 
+from core.settings import load_settings
 from schemas.outputs import MetricSnapshot
 from streams.cli import build_parser
-from streams.settings import load_settings
 
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
 ROOT = DOCKER.parent

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.topics import route
+from core.topics import route
 from tests.harness import Env, Worker, produce, read_all, snapshots_by_window, wait_for
 
 CONFIG = ('[windows]\nsizes = ["60s"]\ngrace = "1s"\nretention = "1h"\n'

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from streams.topics import route
+from core.topics import route
 from tests.harness import Env, Worker, configured_worker, produce, snapshots_by_window, wait_for
 
 CONFIG = '[windows]\nsizes = ["60s"]\ngrace = "1s"\n[worker]\nidle = "2s"\n'

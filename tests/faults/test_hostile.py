@@ -14,9 +14,9 @@ from typing import Any
 
 import orjson
 
+from agents.shard import window_key
+from core.topics import BYID_TOPIC, PARTIALS_TOPIC
 from schemas import entities
-from streams.shard import window_key
-from streams.topics import BYID_TOPIC, PARTIALS_TOPIC
 from tests.harness import Env, Worker, configured_worker, produce, read_all, wait_for
 
 CONFIG = ('[windows]\nsizes = ["10s"]\ngrace = "1s"\n[worker]\nidle = "2s"\n'

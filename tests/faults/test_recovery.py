@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.topics import route
+from core.topics import route
 from tests.harness import (
     Env,
     Worker,

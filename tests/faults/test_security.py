@@ -19,12 +19,12 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
 
+from core.kafka import client_kwargs, ensure_topics
+from core.settings import Settings
+from core.topics import PARTIALS_TOPIC, Topics
 from streams.acls import Roles, deployment_acls, viewer_group_prefix
 from streams.broker import BrokerSecurity, LocalBroker
 from streams.client import FactoryClient
-from streams.kafka import client_kwargs, ensure_topics
-from streams.settings import Settings
-from streams.topics import PARTIALS_TOPIC, Topics
 from tests.harness import CLI, Env, Worker, free_port, read_as, wait_for
 
 SECRET = "pulse-s3cret-do-not-log"  # noqa: S105 (a test credential)

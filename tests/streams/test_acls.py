@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from core.topics import SNAPSHOT_TABLE, Topics, internal_topics, shard_table
 from streams.acls import Acl, Operation, Pattern, Resource, Roles, deployment_acls, describe
 from streams.broker import CONTROLLER_PRINCIPAL, BrokerError, BrokerSecurity, read_users
-from streams.topics import SNAPSHOT_TABLE, Topics, internal_topics, shard_table
 
 PREFIX, APP = "plant.", "pulse-app"
 ROLES = Roles(worker="pulse", producers=("producer", "trainer"), viewers=("viewer",))

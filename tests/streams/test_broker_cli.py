@@ -38,8 +38,8 @@ def test_start_stop_are_idempotent_and_data_survives_a_restart(broker: list[str]
 
         import asyncio
 
-        from streams.kafka import ensure_topics
-        from streams.settings import load_settings
+        from core.kafka import ensure_topics
+        from core.settings import load_settings
 
         settings = load_settings({"FACTORY_KAFKA_BOOTSTRAP": bootstrap,
                                   "FACTORY_TOPIC_PREFIX": "keep.", "FACTORY_PARTITIONS": "1"})

@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.topics import shard_table
+from core.topics import shard_table
 from tests.harness import Env, Worker
 
 # Every view of faust.web.apps (router, tables, statistics and assignment, graph, monitor

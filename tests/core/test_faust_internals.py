@@ -12,7 +12,7 @@ from typing import Any
 from faust.transport.utils import DefaultSchedulingStrategy
 from faust.types import TP
 
-from streams.faust_internals import BulkReader
+from core.faust_internals import BulkReader
 
 
 @dataclass
@@ -132,7 +132,7 @@ def test_the_private_attributes_the_adapter_sets_and_calls_exist_in_the_pinned_v
     from aiokafka import AIOKafkaConsumer
     from aiokafka.client import AIOKafkaClient
 
-    from streams.faust_internals import PRODUCER_BUFFER_MESSAGES, widen_producer_buffer
+    from core.faust_internals import PRODUCER_BUFFER_MESSAGES, widen_producer_buffer
 
     app = faust.App("pin-check", broker="kafka://localhost:1")
     assert app.producer.buffer.max_messages != PRODUCER_BUFFER_MESSAGES

@@ -143,7 +143,7 @@ class Settings:
     idle_s: float = 10.0
     # Static group membership (Kafka's group.instance.id): a worker restarted under the same
     # id takes its partitions back without a rebalance; a clean stop leaves the group at once
-    # (streams.faust_internals.leave_static_group); a worker killed for good keeps its
+    # (core.faust_internals.leave_static_group); a worker killed for good keeps its
     # partitions until the session timeout, as with dynamic membership. The loader defaults
     # it to "<hostname>-<web port>", stable across restarts and unique per host (two workers
     # cannot share a web port). None (set it to "") means dynamic membership.

@@ -5,9 +5,9 @@ import base64
 import jsonschema
 import orjson
 
+from core.deadletter import MAX_VALUE_BYTES, dead_letter
 from schemas import jsonschema as generator
 from schemas.codec import Rejection
-from streams.deadletter import MAX_VALUE_BYTES, dead_letter
 
 SCHEMA = orjson.loads((generator.SCHEMA_DIR / "output.deadletter.schema.json").read_bytes())
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
-from streams import deadletter
-from streams.sink import OutputSink
+from core import deadletter
+from core.sink import OutputSink
 
 
 class Topic:

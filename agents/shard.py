@@ -30,11 +30,8 @@ import numpy.typing as npt
 import orjson
 
 from agents.aggregators.window import WindowState
-from schemas.codec import VALIDATORS, Rejection, decode_message, validate_batch
-from schemas.entities import FIELDS, LIMITS, SCOPES
-from schemas.fields import JSON, Validator
-from streams import deadletter
-from streams.faust_internals import (
+from core import deadletter
+from core.faust_internals import (
     BulkReader,
     TableWrite,
     apply_local,
@@ -43,8 +40,11 @@ from streams.faust_internals import (
     rewind,
     send_changelog,
 )
-from streams.kafka import first_offset
-from streams.settings import Settings
+from core.kafka import first_offset
+from core.settings import Settings
+from schemas.codec import VALIDATORS, Rejection, decode_message, validate_batch
+from schemas.entities import FIELDS, LIMITS, SCOPES
+from schemas.fields import JSON, Validator
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ class Shard:
     entity_counts: Counter[str] = field(default_factory=Counter)
     # Sent in this order at each flush: slots, then join chunks, then ingest progress. A
     # crash part-way leaves a prefix on the changelog, and every prefix replays correctly.
-    # The local store is written after the changelog has them (`streams.faust_internals`).
+    # The local store is written after the changelog has them (`core.faust_internals`).
     pending_writes: tuple[dict[str, Any], dict[str, Any], dict[str, Any]] = field(
         default_factory=lambda: ({}, {}, {}))
     pending_deletes: set[str] = field(default_factory=set)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.settings import ConfigError, load_settings, parse_duration
+from core.settings import ConfigError, load_settings, parse_duration
 
 
 def _toml(tmp_path: Path, text: str) -> dict[str, str]:

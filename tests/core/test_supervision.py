@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from streams.supervision import EXIT_FAILED, EXIT_STOP_TIMEOUT
+from core.supervision import EXIT_FAILED, EXIT_STOP_TIMEOUT
 
 
 def _run(code: str) -> tuple[int, float, str]:
@@ -19,7 +19,7 @@ def _run(code: str) -> tuple[int, float, str]:
 def test_a_failing_body_exits_the_process_non_zero_and_says_which() -> None:
     code, _, err = _run(
         "import asyncio, logging\n"
-        "from streams.supervision import fail_fast\n"
+        "from core.supervision import fail_fast\n"
         "logging.basicConfig()\n"
         "async def body(stream):\n    raise RuntimeError('boom')\n"
         "asyncio.run(fail_fast('predictions_shards', body)(None))\n"
@@ -32,7 +32,7 @@ def test_a_failing_body_exits_the_process_non_zero_and_says_which() -> None:
 def test_cancellation_is_not_a_failure() -> None:
     code, _, _ = _run(
         "import asyncio\n"
-        "from streams.supervision import fail_fast\n"
+        "from core.supervision import fail_fast\n"
         "async def body():\n    raise asyncio.CancelledError\n"
         "try:\n    asyncio.run(fail_fast('t', body)())\n"
         "except asyncio.CancelledError:\n    pass\n")
@@ -42,7 +42,7 @@ def test_cancellation_is_not_a_failure() -> None:
 def test_a_stop_that_hangs_is_ended_after_the_deadline() -> None:
     code, took, err = _run(
         "import time\n"
-        "from streams.supervision import stop_deadline\n"
+        "from core.supervision import stop_deadline\n"
         "stop_deadline(0.5)\n"
         "time.sleep(20)\n")
     assert code == EXIT_STOP_TIMEOUT

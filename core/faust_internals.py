@@ -382,7 +382,7 @@ def worker_class() -> type[Any]:
     """
     import faust
 
-    from streams.supervision import stop_deadline
+    from core.supervision import stop_deadline
 
     class Worker(faust.Worker):  # type: ignore[misc]
         def _schedule_shutdown(self, signal: Any) -> None:

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from streams.settings import load_settings
-from streams.shard import Message, Shard, ShardRuntime, SimpleLogic
+from agents.shard import Message, Shard, ShardRuntime, SimpleLogic
+from core.settings import load_settings
 
 SETTINGS = load_settings({"FACTORY_PARTITIONS": "3", "FACTORY_IDLE": "60s"})
 

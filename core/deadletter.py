@@ -12,8 +12,8 @@ import base64
 import time
 from typing import Any
 
+from core.sink import PERMANENT, OutputSink
 from schemas.codec import Rejection, encode
-from streams.sink import PERMANENT, OutputSink
 
 # Keeps a dead letter, with its envelope, under Kafka's default 1 MiB message limit; under a
 # lower `kafka.max_message_bytes` the value is cut to half of it (base64 adds a third).
