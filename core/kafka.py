@@ -15,7 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.helpers import create_ssl_context
 
 from core.settings import Settings
-from core.topics import Topics, internal_topics
+from core.topics import Topics, external_topics, internal_topics, source_topic
 
 _TOPIC_ALREADY_EXISTS = 36
 _TOPIC_AUTHORIZATION_FAILED = 29
@@ -81,6 +81,9 @@ async def ensure_topics(settings: Settings) -> list[str]:
     topics = Topics(settings.topic_prefix)
     wanted = dict.fromkeys(topics.all(), settings.partitions)
     wanted.update(internal_topics(settings.app_id, settings.partitions))
+    for source in settings.sources:  # its own topics too, if their writer has not yet
+        wanted.update({t: settings.partitions for t in external_topics(source) if t not in wanted})
+        wanted[source_topic(settings.app_id, source.name)] = settings.partitions
     admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
     try:

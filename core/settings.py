@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from schemas.outputs import ALERT_METRICS, STREAMING_METRICS
 
@@ -92,6 +93,11 @@ class Drift:
     ph_min_windows: int = 5
     # the per-label detector (`error_shift`, `agents.aggregators.change.Adwin`)
     adwin_delta: float = 0.002
+    # the per-value detectors of scores and features against the reference (`score_shift`,
+    # `feature_shift`, `agents.aggregators.change.MeanShift`): the smallest mean shift they
+    # look for, in reference standard deviations, and their CUSUM's alarm level
+    shift_sd: float = 0.7
+    shift_threshold: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +121,66 @@ class AlertRule:
     action: Literal["alert", "retrain"] = "alert"
     relative: bool = False
     baseline_windows: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Alertmanager:
+    """Where alerts are pushed (`[alertmanager]`, nowhere by default; `streams.alertmanager`):
+    each firing alert is sent again every `resend_s`, with an end four of them ahead."""
+
+    urls: tuple[str, ...] = ()
+    resend_s: float = 60.0
+    timeout_s: float = 10.0
+    # the dashboard's address as Alertmanager's users reach it (generatorURL); by default
+    # the worker's own web address
+    dashboard_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """One `[[webhooks]]` entry: a URL each retraining request is POSTed to
+    (`streams.webhooks`), with a ready-made body (`template`) or one of its own (`body`)."""
+
+    name: str
+    url: str
+    template: Literal["airflow", "argo", "github", "custom"] = "custom"
+    body: Any = None
+    vars: Mapping[str, str] = field(default_factory=dict)
+    secret_env: str | None = None  # the environment variable holding the HMAC secret
+    headers_env: Mapping[str, str] = field(default_factory=dict)  # header -> variable
+    max_attempts: int = 5
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One `[[sources]]` entry: topics another system writes and how their payloads become
+    prediction events (`agents.sources`). `kserve`: KServe's inference logger's CloudEvents
+    on `topic`; `seldon`: a Seldon Core 2 model's `<topic>.inputs` and `<topic>.outputs`
+    (`topic` is `<topicPrefix>.<namespace>.model.<model>`). Requests and responses are
+    paired by id, at most `max_pending` halves waiting per partition, each at most
+    `pairing_timeout_s`."""
+
+    name: str
+    kind: Literal["kserve", "seldon"]
+    topic: str
+    features: tuple[str, ...] = ()  # numeric features read from the request, by name
+    version_header: str | None = None  # kserve: a logged header (`metadata`); seldon: a header
+    input: str | None = None  # V2: the input tensor of the features (default: the first)
+    score_output: str | None = None  # V2: the output tensor of scores or probabilities
+    class_output: str | None = None  # V2: the output tensor of predicted classes
+    max_pending: int = 10_000
+    pairing_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Dcgm:
+    """How `collect --dcgm` attributes a GPU to a model: the first match of `model_pattern`
+    in the label `model_label` names it (its `model` group, else the whole match). The
+    default reads a KServe predictor's pod name, `<isvc>-predictor-...`."""
+
+    model_label: str = "pod"
+    model_pattern: str = r"^(?P<model>.+?)-predictor(?:-|$)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +223,13 @@ class Settings:
     max_message_bytes: int = 1024 * 1024
     alerts: tuple[AlertRule, ...] = ()
     retrain_cooldown_s: float = 6 * 3600.0
+    # retraining requests older than this when first read are logged as skipped, not POSTed
+    # (a first start must not replay history to the webhooks)
+    webhook_max_age_s: float = 86400.0
+    alertmanager: Alertmanager = field(default_factory=Alertmanager)
+    webhooks: tuple[Webhook, ...] = ()
+    sources: tuple[Source, ...] = ()
+    dcgm: Dcgm = field(default_factory=Dcgm)
     drift: Drift = field(default_factory=Drift)
     limits: Limits = field(default_factory=Limits)
     prices: Prices = field(default_factory=Prices)
@@ -257,12 +330,15 @@ _SECTIONS = {
                "max_batch", "idle", "instance_id"},
     "windows": {"sizes", "retention", "label_horizon", "grace", "max_future", "max_age"},
     "prices": {"per_hour", "per_kwh"},
-    "retraining": {"cooldown"},
+    "retraining": {"cooldown", "webhook_max_age"},
+    "alertmanager": {"urls", "resend", "timeout", "dashboard_url"},
+    "dcgm": {"model_label", "model_pattern"},
     "drift": {"reference_size", "pinned", "psi_bins", "feature_psi", "min_predictions",
-              "ph_delta", "ph_threshold", "ph_min_windows", "adwin_delta"},
+              "ph_delta", "ph_threshold", "ph_min_windows", "adwin_delta", "shift_sd",
+              "shift_threshold"},
     "limits": {"models", "devices", "hosts", "pipelines"},
 }
-_TOP_LEVEL = {*_SECTIONS, "regressors", "alerts"}
+_TOP_LEVEL = {*_SECTIONS, "regressors", "alerts", "sources", "webhooks"}
 
 
 def _flatten(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -275,8 +351,9 @@ def _flatten(doc: Mapping[str, Any]) -> dict[str, Any]:
         flat.update({f"{section}.{k}": v for k, v in values.items()})
     if "regressors" in doc:
         flat["regressors"] = doc["regressors"]
-    if "alerts" in doc:
-        flat["alerts"] = doc["alerts"]
+    for name in ("alerts", "sources", "webhooks"):
+        if name in doc:
+            flat[name] = doc[name]
     return flat
 
 
@@ -296,6 +373,7 @@ _ENV_KEYS = {
     "FACTORY_INSTANCE_ID": "worker.instance_id",
     "FACTORY_SESSION_TIMEOUT": "kafka.session_timeout",
     "FACTORY_MAX_MESSAGE_BYTES": "kafka.max_message_bytes",
+    "FACTORY_ALERTMANAGER_URL": "alertmanager.urls",
 }
 
 
@@ -354,6 +432,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                               lambda k, v: _int(k, v, 1024, 64 * 1024 * 1024)),
         alerts=_alert_rules(values.get("alerts"), sizes),
         retrain_cooldown_s=get("retraining.cooldown", D.retrain_cooldown_s, parse_duration),
+        webhook_max_age_s=get("retraining.webhook_max_age", D.webhook_max_age_s,
+                              parse_duration),
+        alertmanager=Alertmanager(
+            urls=get("alertmanager.urls", D.alertmanager.urls, _urls),
+            resend_s=get("alertmanager.resend", D.alertmanager.resend_s, parse_duration),
+            timeout_s=get("alertmanager.timeout", D.alertmanager.timeout_s, parse_duration),
+            dashboard_url=get("alertmanager.dashboard_url", D.alertmanager.dashboard_url,
+                              _url)),
+        webhooks=_entries(values.get("webhooks"), "webhooks", lambda w, i: _webhook(w, i, env)),
+        sources=_entries(values.get("sources"), "sources", _source),
+        dcgm=Dcgm(model_label=get("dcgm.model_label", D.dcgm.model_label, _str),
+                  model_pattern=get("dcgm.model_pattern", D.dcgm.model_pattern, _pattern)),
         limits=Limits(**{name: get(f"limits.{name}", getattr(D.limits, name),
                                    lambda k, v: _int(k, v, 1, 1_000_000))
                          for name in ("models", "devices", "hosts", "pipelines")}),
@@ -419,15 +509,17 @@ _RULE_KEYS = {"name", "metric", "op", "threshold", "window", "for", "resolve", "
 def default_rules(smallest_window: float) -> tuple[AlertRule, ...]:
     """Rules that ship with the service; `[[alerts]]` in the config replaces them.
 
-    One for each detector's output (the per-label detector, Page-Hinkley, score PSI, feature
-    PSI), each asking for retraining (at most one request per model per
-    `retraining.cooldown`), and plain thresholds on errors, failures, label coverage, cost
-    and idle GPUs.
+    One for each detector's output (the per-label detector, the per-value detectors of scores
+    and features, Page-Hinkley, score PSI, feature PSI), each asking for retraining (at most
+    one request per model per `retraining.cooldown`), and plain thresholds on errors,
+    failures, label coverage, cost and idle GPUs.
     """
     w = smallest_window
     return (
         AlertRule("concept-drift", "error_shift", ">", 0.0, w, action="retrain"),
         AlertRule("error-drift", "error_drift", ">", 0.5, w, action="retrain"),
+        AlertRule("score-shift", "score_shift", ">", 0.0, w, action="retrain"),
+        AlertRule("feature-shift", "feature_shift", ">", 0.0, w, action="retrain"),
         AlertRule("score-drift", "drift_psi", ">", 0.25, w, for_windows=2, resolve=0.1,
                   action="retrain"),
         AlertRule("feature-drift", "drift_psi_max", ">", 0.2, w, for_windows=2, resolve=0.1,
@@ -528,6 +620,9 @@ def _drift(get: Callable[[str, Any, Callable[[str, Any], Any]], Any]) -> Drift:
                            lambda k, v: _int(k, v, 1, 10_000)),
         adwin_delta=get("drift.adwin_delta", default.adwin_delta,
                         lambda k, v: _bounded(k, v, 1e-12, 0.5)),
+        shift_sd=get("drift.shift_sd", default.shift_sd, lambda k, v: _bounded(k, v, 0.01, 10.0)),
+        shift_threshold=get("drift.shift_threshold", default.shift_threshold,
+                            lambda k, v: _bounded(k, v, 1.0, 1000.0)),
     )
 
 
@@ -578,4 +673,121 @@ def _security(env: Mapping[str, str]) -> KafkaSecurity:
         ssl_cafile=env.get("FACTORY_KAFKA_SSL_CAFILE"),
         ssl_certfile=env.get("FACTORY_KAFKA_SSL_CERTFILE"),
         ssl_keyfile=env.get("FACTORY_KAFKA_SSL_KEYFILE"),
+    )
+
+
+def _url(key: str, value: Any) -> str:
+    text = _str(key, value)
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(key, f"expected an http(s) URL, got {value!r}")
+    return text
+
+
+def _urls(key: str, value: Any) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise ConfigError(key, f"expected a list of URLs, got {value!r}")
+    return tuple(_url(f"{key}[{i}]", v) for i, v in enumerate(items))
+
+
+def _pattern(key: str, value: Any) -> str:
+    text = _str(key, value)
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise ConfigError(key, f"not a regular expression: {exc}") from None
+    return text
+
+
+def _names(key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(key, f"expected a list of names, got {value!r}")
+    return tuple(_str(f"{key}[{i}]", v) for i, v in enumerate(value))
+
+
+Entry = TypeVar("Entry", "Source", "Webhook")
+
+
+def _entries(raw: Any, section: str, parse: Callable[[Any, str], Entry]) -> tuple[Entry, ...]:
+    """The `[[section]]` tables, each parsed with its place (`sources[1] (name)`) for errors;
+    names unique."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError(section, f"expected [[{section}]] tables")
+    entries = []
+    for index, item in enumerate(raw):
+        where = f"{section}[{index}]"
+        if isinstance(item, dict) and isinstance(item.get("name"), str):
+            where = f"{where} ({item['name']})"
+        entries.append(parse(_table(where, item), where))
+    names = [e.name for e in entries]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"{section} ({name})", "names must be unique")
+    return tuple(entries)
+
+
+_S = Source(name="", kind="kserve", topic="")  # the defaults of a source, stated above
+_W = Webhook(name="", url="")  # and of a webhook
+_SOURCE_KEYS = {"name", "kind", "topic", "features", "version_header", "input", "score_output",
+                "class_output", "max_pending", "pairing_timeout"}
+
+
+def _source(item: dict[str, Any], where: str) -> Source:
+    _reject_unknown(where, item, _SOURCE_KEYS)
+    for key in ("name", "kind", "topic"):
+        if key not in item:
+            raise ConfigError(f"{where}.{key}", "required")
+
+    def optional(key: str) -> str | None:
+        return _str(f"{where}.{key}", item[key]) if key in item else None
+
+    return Source(
+        name=_topic_part(f"{where}.name", item["name"], False),
+        kind=_choice(f"{where}.kind", item["kind"], ("kserve", "seldon")),
+        topic=_topic_part(f"{where}.topic", item["topic"], False),
+        features=_names(f"{where}.features", item.get("features", [])),
+        version_header=optional("version_header"), input=optional("input"),
+        score_output=optional("score_output"), class_output=optional("class_output"),
+        max_pending=_int(f"{where}.max_pending", item.get("max_pending", _S.max_pending), 1,
+                         10_000_000),
+        pairing_timeout_s=parse_duration(f"{where}.pairing_timeout",
+                                         item.get("pairing_timeout", _S.pairing_timeout_s)),
+    )
+
+
+_WEBHOOK_KEYS = {"name", "url", "template", "body", "vars", "secret_env", "headers_env",
+                 "max_attempts", "timeout"}
+
+
+def _webhook(item: dict[str, Any], where: str, env: Mapping[str, str]) -> Webhook:
+    _reject_unknown(where, item, _WEBHOOK_KEYS)
+    for key in ("name", "url"):
+        if key not in item:
+            raise ConfigError(f"{where}.{key}", "required")
+    template = _choice(f"{where}.template", item.get("template", _W.template),
+                       ("airflow", "argo", "github", "custom"))
+    body = item.get("body")
+    if body is None and template == "custom":
+        raise ConfigError(f"{where}.body", "required unless a template (airflow, argo, "
+                          "github) is chosen")
+    if body is not None:
+        body = _table(f"{where}.body", body)
+    variables = {_str(f"{where}.vars", k): _str(f"{where}.vars.{k}", v)
+                 for k, v in _table(f"{where}.vars", item.get("vars", {})).items()}
+    secret = item.get("secret_env")
+    headers = {_str(f"{where}.headers_env", k): _str(f"{where}.headers_env.{k}", v)
+               for k, v in _table(f"{where}.headers_env", item.get("headers_env", {})).items()}
+    for key, variable in ([("secret_env", secret)] if secret is not None else []) + [
+            (f"headers_env.{k}", v) for k, v in headers.items()]:
+        if not env.get(_str(f"{where}.{key}", variable)):
+            raise ConfigError(f"{where}.{key}", f"the environment variable {variable} is not set")
+    return Webhook(
+        name=_str(f"{where}.name", item["name"]), url=_url(f"{where}.url", item["url"]),
+        template=template, body=body, vars=variables, secret_env=secret, headers_env=headers,
+        max_attempts=_int(f"{where}.max_attempts", item.get("max_attempts", _W.max_attempts),
+                          1, 100),
+        timeout_s=parse_duration(f"{where}.timeout", item.get("timeout", _W.timeout_s)),
     )

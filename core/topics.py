@@ -9,6 +9,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
+from core.settings import Source
 from schemas.events import INPUT_RECORDS
 from schemas.outputs import OUTPUT_RECORDS
 
@@ -51,6 +52,19 @@ class Topics:
 def route(key: str, partitions: int) -> int:
     """The partition of an event id (or a model name): producers and shards agree on it."""
     return zlib.crc32(key.encode()) % partitions
+
+
+def source_topic(app_id: str, source: str) -> str:
+    """A `[[sources]]` entry's records re-keyed by the id that pairs them (agents.sources)."""
+    return f"{app_id}-source-{source}"
+
+
+def external_topics(source: Source) -> tuple[str, ...]:
+    """The topics a `[[sources]]` entry reads: KServe's logs are on one topic, a Seldon
+    model's requests and answers on two."""
+    if source.kind == "seldon":
+        return (f"{source.topic}.inputs", f"{source.topic}.outputs")
+    return (source.topic,)
 
 
 def internal_topics(app_id: str, partitions: int) -> dict[str, int]:

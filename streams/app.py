@@ -20,6 +20,7 @@ from agents.predictions import PredictionLogic
 from agents.shard import FORWARDED, ShardRuntime
 from agents.snapshots import SnapshotStage
 from agents.snapshots import run as run_snapshots
+from agents.sources.runner import run as run_source
 from agents.telemetry import TelemetryLogic
 from core.faust_internals import leave_static_group, widen_producer_buffer
 from core.kafka import faust_credentials
@@ -28,8 +29,11 @@ from core.sink import OutputSink
 from core.supervision import fail_fast
 from core.topics import BYID_TOPIC, PARTIALS_TOPIC, SNAPSHOT_TABLE, Topics, shard_table
 from streams import http
+from streams.alertmanager import AlertmanagerPush
 from streams.loop_lag import LoopLag
 from streams.metrics_view import AlertsView, MetricsView, follow
+from streams.webhooks import Deliveries
+from streams.webhooks import check as check_webhooks
 
 JSON_SCHEMA = faust.Schema(key_serializer="json", value_serializer="json")
 # How often shards report to the snapshot stage: closing lags event time by about two.
@@ -148,6 +152,18 @@ def create_app(settings: Settings) -> Pulse:
     for output, into in (("metrics", view), ("alerts", alerts), ("retraining", alerts)):
         app.task(fail_fast(f"follow_{output}", functools.partial(
             follow, settings, topics.outputs[output], into)))
+
+    for source in settings.sources:
+        app.task(fail_fast(f"source_{source.name}", functools.partial(
+            run_source, settings, source)))
+    if settings.alertmanager.urls:
+        push = AlertmanagerPush(settings, failures)
+        app.task(fail_fast("alertmanager_follow", functools.partial(
+            follow, settings, topics.outputs["alerts"], push)))
+        app.task(fail_fast("alertmanager_push", push.run))
+    if settings.webhooks:
+        check_webhooks(settings)
+        app.task(fail_fast("webhooks", Deliveries(settings, failures).run))
 
     loop_lag = LoopLag()
 

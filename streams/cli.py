@@ -126,13 +126,16 @@ def _worker(args: argparse.Namespace) -> int:
 def _collect(args: argparse.Namespace) -> int:
     from core.kafka import ensure_topics
     from streams.collector import collect
+    from streams.dcgm import collect as collect_dcgm
 
     settings = load_settings()
     with _quiet_client():
         asyncio.run(ensure_topics(settings))
     sent = 0
     with contextlib.suppress(KeyboardInterrupt):
-        sent = asyncio.run(collect(settings, args.interval, args.model, args.host, args.count))
+        sent = asyncio.run(
+            collect_dcgm(settings, args.dcgm, args.interval, args.count) if args.dcgm else
+            collect(settings, args.interval, args.model, args.host, args.count))
     print(f"published {sent:,} telemetry samples to {settings.topic_prefix}telemetry")
     return 0
 
@@ -152,7 +155,8 @@ def _simulate(args: argparse.Namespace) -> int:
             drift = Drift(args.drift_at, args.drift_kind, args.drift_size)
             with open(args.record, "wb") if args.record else _no_file() as record:
                 sent = asyncio.run(simulate(settings, args.rate, args.duration or None,
-                                            args.seed, drift, record, progress=not args.quiet))
+                                            args.seed, drift, record, progress=not args.quiet,
+                                            kserve_topic=args.kserve))
     except KeyboardInterrupt:
         return 0
     print(f"sent {sent:,} events")
@@ -170,7 +174,8 @@ def _demo(args: argparse.Namespace) -> int:
     from streams.demo import run_demo
 
     try:
-        return run_demo(_default_port(), args.rate, args.drift_at)
+        return run_demo(_default_port(), args.rate, args.drift_at, kserve=args.kserve,
+                        alertmanager=args.alertmanager)
     except BrokerError as exc:
         print(f"factory-pulse demo: {exc}", file=sys.stderr)
         return 1
@@ -233,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--model", help="the model this host serves (tags every sample)")
     collect.add_argument("--host", help="host name to report (default: this host's)")
     collect.add_argument("--count", type=int, help="stop after this many rounds")
+    collect.add_argument("--dcgm", metavar="URL",
+                         help="read GPUs from NVIDIA dcgm-exporter's Prometheus endpoint "
+                              "(e.g. http://node:9400/metrics) instead of NVML and /proc")
     collect.set_defaults(run=_collect)
 
     simulate = sub.add_parser("simulate", formatter_class=_Help,
@@ -249,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--replay", help="publish this recorded JSONL log instead")
     simulate.add_argument("--speed", type=float, default=1.0,
                           help="replay pace: 1 = as recorded, 10 = ten times faster, 0 = max")
+    simulate.add_argument("--kserve", metavar="TOPIC",
+                          help="send predictions to TOPIC as KServe's inference logger logs "
+                               "them (CloudEvents, binary mode), for a [[sources]] entry")
     simulate.add_argument("--quiet", action="store_true", help="no progress bar")
     simulate.set_defaults(run=_simulate)
 
@@ -258,6 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="predictions per second the simulator sends")
     demo.add_argument("--drift-at", type=float, default=120.0,
                       help="seconds until the simulator injects concept drift")
+    demo.add_argument("--kserve", action="store_true",
+                      help="the simulator's predictions go through KServe's inference-logger "
+                           "format and the worker's KServe source")
+    demo.add_argument("--alertmanager", action="store_true",
+                      help="also run a local Prometheus Alertmanager and push alerts to it")
     demo.set_defaults(run=_demo)
     return parser
 

@@ -15,6 +15,11 @@ from pathlib import Path
 
 from core.settings import load_settings
 from streams.broker import LocalBroker
+from streams.kserve_logs import source_config
+from streams.local_alertmanager import LocalAlertmanager
+
+# Where `demo --kserve` writes KServe's logs: a topic of KServe's (Knative's), not ours.
+KSERVE_TOPIC = "kserve-inference-logs"
 
 DEMO_CONFIG = """\
 # written by `factory-pulse demo`
@@ -39,15 +44,27 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
                                 stdout=out, stderr=subprocess.STDOUT)
 
 
-def run_demo(port: int, rate: float, drift_at: float) -> int:
-    """Start the broker (unless running), then each service; stop what we started on exit."""
+def run_demo(port: int, rate: float, drift_at: float, kserve: bool = False,
+             alertmanager: bool = False) -> int:
+    """Start the broker (unless running), then each service; stop what we started on exit.
+
+    `kserve`: the simulator's predictions go to `KSERVE_TOPIC` as KServe's inference logger
+    writes them, and the worker reads them through a `[[sources]]` entry. `alertmanager`: a
+    local Alertmanager runs too, and the worker pushes its alerts there."""
     env = dict(os.environ)
     state = Path(env.get("FACTORY_STATE_DIR", ".factory"))
     state.mkdir(parents=True, exist_ok=True)
     if not env.get("FACTORY_CONFIG"):
         config = state / "demo.toml"
-        config.write_text(DEMO_CONFIG)
+        config.write_text(DEMO_CONFIG + (
+            "\n" + source_config("kserve", KSERVE_TOPIC) if kserve else ""))
         env["FACTORY_CONFIG"] = str(config)
+    elif kserve:
+        print(f"--kserve: FACTORY_CONFIG must hold a [[sources]] entry reading {KSERVE_TOPIC}:"
+              f"\n{source_config('kserve', KSERVE_TOPIC)}", flush=True)
+    am = LocalAlertmanager(state / "alertmanager").start() if alertmanager else None
+    if am is not None:
+        env["FACTORY_ALERTMANAGER_URL"] = am.url
     broker = LocalBroker(state, port=port)
     status, started_broker = broker.start()
     env["FACTORY_KAFKA_BOOTSTRAP"] = status.bootstrap
@@ -55,12 +72,17 @@ def run_demo(port: int, rate: float, drift_at: float) -> int:
     logs = state / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     services = [["worker"], ["collect", "--interval", "5", "--host", "demo-host"],
-                ["simulate", "--rate", str(rate), "--drift-at", str(drift_at), "--quiet"]]
+                ["simulate", "--rate", str(rate), "--drift-at", str(drift_at), "--quiet",
+                 *(["--kserve", KSERVE_TOPIC] if kserve else [])]]
     procs = {args[0]: _spawn(args, env, logs / f"{args[0]}.log") for args in services}
     print(f"broker: {status.bootstrap} ({'started' if started_broker else 'already running'})")
     for name in procs:
         print(f"{name}: running, log {logs / (name + '.log')}")
     print(f"dashboard: http://{settings.web_host}:{settings.web_port}/")
+    if kserve:
+        print(f"predictions: KServe inference logs on topic {KSERVE_TOPIC}")
+    if am is not None:
+        print(f"alertmanager: {am.url}/#/alerts (API {am.url}/api/v2/alerts); log {am.log_path}")
     print(f"concept drift is injected {drift_at:g}s after start; Ctrl-C stops everything.",
           flush=True)
     interrupted = False
@@ -89,6 +111,8 @@ def run_demo(port: int, rate: float, drift_at: float) -> int:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        if am is not None:
+            am.stop()
         if started_broker:
             broker.stop()
         print("stopped")

@@ -12,7 +12,7 @@ import logging
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -296,7 +296,13 @@ def _check_snapshot(snapshot: Any) -> None:
             raise TypeError(f"{name}: expected a string")
 
 
-async def follow(settings: Settings, topic: str, view: MetricsView | AlertsView) -> None:
+class Follower(Protocol):
+    """What `follow` keeps up to date: a view, or a sink that pushes what it is given."""
+
+    def add(self, message: Any) -> None: ...
+
+
+async def follow(settings: Settings, topic: str, view: Follower) -> None:
     """Keep `view` up to date with `topic` until cancelled."""
     consumer = AIOKafkaConsumer(enable_auto_commit=False, **client_kwargs(settings))
     await consumer.start()

@@ -26,6 +26,7 @@ import orjson
 from core.settings import Settings
 from schemas.fields import JSON
 from streams.client import FactoryClient
+from streams.kserve_logs import KServeLog
 
 CLASSES = ("billing", "support", "sales", "other")
 
@@ -209,17 +210,21 @@ class Factory:
 
 async def simulate(settings: Settings, rate: float, duration_s: float | None, seed: int,
                    drift: Drift, record: IO[bytes] | None = None, progress: bool = True,
-                   tick_s: float = 0.1) -> int:
-    """Run the factory live (event time = wall time); return the events sent."""
+                   tick_s: float = 0.1, kserve_topic: str | None = None) -> int:
+    """Run the factory live (event time = wall time); return the events sent. With
+    `kserve_topic`, predictions go there as KServe's inference logger logs them."""
     factory = Factory(rate, seed, drift)
     began = last_report = time.time()
-    async with FactoryClient(settings) as client:
+    async with FactoryClient(settings) as client, KServeLog(settings, kserve_topic) as kserve:
         now = began
         while duration_s is None or now - began < duration_s:
             await asyncio.sleep(tick_s)
             previous, now = now, time.time()
             for topic, event in factory.step(now, now - previous):
-                client.event(topic, event)
+                if topic == "predictions" and kserve_topic is not None:
+                    await kserve.send(event)
+                else:
+                    client.event(topic, event)
                 if record is not None:
                     record.write(orjson.dumps({"topic": topic, "event": event}) + b"\n")
             if progress and now - last_report >= 1:
@@ -227,9 +232,9 @@ async def simulate(settings: Settings, rate: float, duration_s: float | None, se
                 _progress(now - began, duration_s, client.sent_events)
         await client.flush()
     if progress:
-        _progress(time.time() - began, duration_s, client.sent_events)
+        _progress(time.time() - began, duration_s, client.sent_events + kserve.sent)
         print(file=sys.stderr)
-    return client.sent_events
+    return client.sent_events + kserve.sent
 
 
 def read_log(path: Path) -> list[Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,17 @@ from aiokafka import AIOKafkaProducer
 PAYLOADS = Path(__file__).parent / "payloads"
 Headers = list[tuple[str, bytes]]
 _TIME = re.compile(rb"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{9})Z")
+
+
+@dataclass(frozen=True)
+class Rec:
+    """A consumed record, as much of it as an adapter reads."""
+
+    headers: Headers
+    value: bytes | None
+    topic: str = "t"
+    key: bytes | None = None
+    timestamp: int = 0
 
 
 def load(name: str, now: float | None = None) -> list[tuple[Headers, bytes]]:
