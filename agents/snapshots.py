@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from agents.aggregators.change import Adwin, PageHinkley
+from agents.aggregators.change import Adwin, MeanShift, PageHinkley
 from agents.aggregators.drift import psi
 from agents.aggregators.window import WindowState
 from agents.alerts import RuleState, Transition, applies, evaluate, evaluate_signal
@@ -95,6 +95,9 @@ class SnapshotStage:
         # labels (count, wrong) that arrived since the last publication, per model and
         # window start: what the per-label detector reads next (`_detect`)
         self.labels: dict[str, dict[float, list[float]]] = {}
+        # and the new values (count, sum) of the scores ("score") and of each feature
+        # ("f:<name>"), for the per-value detectors
+        self.values: dict[str, dict[float, dict[str, list[float]]]] = {}
         self.retrain: dict[str, Any] = {}
         self.entries: dict[str, Entry] = {}
         # every shard (family:partition) that reports heartbeats
@@ -145,7 +148,7 @@ class SnapshotStage:
         about to be written to it."""
         self.loaded = False
         for held in (self.entries, self.alert_states, self.drift, self.retrain, self.models,
-                     self.sources, self.factory_revs, self.labels, self.writes):
+                     self.sources, self.factory_revs, self.labels, self.values, self.writes):
             held.clear()
         self.deletes.clear()
         self.forgotten_before = -math.inf
@@ -162,31 +165,59 @@ class SnapshotStage:
             entry = self.entries[key] = Entry()
         previous = entry.parts.get(shard)
         if previous != state:
-            self._count_labels(key, previous, state)
+            entity, size, start = parse_window_key(key)
+            # one window size is enough for the detectors (every event is in each)
+            if size == self.settings.window_sizes[0] and entity.startswith("m:"):
+                model = entities.names(entity)["model"]
+                self._count_labels(model, start, previous or {}, state)
+                self._count_values(model, start, previous or {}, state)
             entry.parts[shard] = state
             entry.dirty = True
             self.writes[part_key(shard, key)] = state
 
-    def _count_labels(self, key: str, previous: Any, state: dict[str, Any]) -> None:
+    def _count_labels(self, model: str, start: float, previous: dict[str, Any],
+                      state: dict[str, Any]) -> None:
         """Add what a new partial adds to its model's labelled and wrong counts, for the
         per-label detector. Partials hold a shard's whole window, so the difference from the
         one before is what arrived since: late labels count when they arrive, each shard's
-        once. One window size is enough (every label is in each); regressors have no
-        right or wrong."""
-        entity, size, start = parse_window_key(key)
-        if size != self.settings.window_sizes[0] or not entity.startswith("m:"):
-            return
-        new, old = state.get("quality"), (previous or {}).get("quality") or {}
-        if not isinstance(new, dict):
+        once. Regressors have no right or wrong."""
+        new, old = state.get("quality"), previous.get("quality") or {}
+        if not isinstance(new, dict) or not isinstance(old, dict):
             return
         labelled = float(new.get("n", 0)) - float(old.get("n", 0))
         correct = float(new.get("ok", 0)) - float(old.get("ok", 0))
-        model = entities.names(entity)["model"]
         if (0 < labelled <= MAX_MAGNITUDE and 0 <= correct <= labelled
                 and model not in self.settings.regressors):
             counts = self.labels.setdefault(model, {}).setdefault(start, [0.0, 0.0])
             counts[0] += labelled
             counts[1] += labelled - correct
+
+    def _count_values(self, model: str, start: float, previous: dict[str, Any],
+                      state: dict[str, Any]) -> None:
+        """Add the new scores and feature values of a partial (count and sum, the
+        difference from the one before), for the per-value detectors. Scores come from the
+        histogram (to its 0.01 resolution, as the reference's do), features from their
+        sketches' exact sums; a part written without sums is skipped."""
+        found: dict[str, list[float]] = {}
+        new, old = state.get("scores"), previous.get("scores") or {}
+        if isinstance(new, dict) and isinstance(old, dict):
+            n, total = _histogram_sums(new)
+            n0, total0 = _histogram_sums(old) if old else (0.0, 0.0)
+            found["score"] = [n - n0, total - total0]
+        new, old = state.get("features"), previous.get("features") or {}
+        if isinstance(new, dict) and isinstance(old, dict):
+            for name, sketch in new.items():
+                n, total = _sketch_sums(sketch)
+                n0, total0 = _sketch_sums(old[name]) if name in old else (0.0, 0.0)
+                found[f"f:{name}"] = [n - n0, total - total0]
+        counted = {name: v for name, v in found.items()
+                   if 0 < v[0] <= MAX_MAGNITUDE and math.isfinite(v[1])}
+        if counted:
+            window = self.values.setdefault(model, {}).setdefault(start, {})
+            for name, (n, total) in counted.items():
+                sums = window.setdefault(name, [0.0, 0.0])
+                sums[0] += n
+                sums[1] += total
 
     def on_heartbeat(self, shard: str, watermark: float | None, idle: bool) -> None:
         self.clock.heard(shard, watermark, idle, time.monotonic())
@@ -369,6 +400,12 @@ class SnapshotStage:
         out: dict[str, Any] = {}
         if drift.get("shift") is not None:
             out["error_shift"] = drift["shift"]
+        shifts = drift.get("vshift") or {}
+        if "score" in shifts:
+            out["score_shift"] = shifts["score"]
+        features = [v for k, v in shifts.items() if k.startswith("f:")]
+        if features:
+            out["feature_shift"] = max(features)
         if rev == 1:
             out.update(self._psi(model, drift, state, values.get("predictions") or 0))
         last, labelled = drift.get("ph_last"), values.get("labelled") or 0
@@ -419,29 +456,58 @@ class SnapshotStage:
         return out
 
     async def _detect(self, watermark: float) -> None:
-        """Feed each model's per-label detector what arrived (window by window, oldest first:
-        a backlog read in one batch is still a sequence), and judge the streaming rules on it
-        (during the window of the stage's event time): drift is seen as the labels arrive,
-        not when a window closes."""
+        """Feed each model's streaming detectors what arrived (window by window, oldest
+        first: a backlog read in one batch is still a sequence), and judge the streaming
+        rules on them (during the window of the stage's event time): drift is seen as the
+        labels and predictions arrive, not when a window closes."""
         labels, self.labels = self.labels, {}
+        values, self.values = self.values, {}
         size = self.settings.window_sizes[0]
         start = math.floor(watermark / size) * size
-        for model, windows in sorted(labels.items()):
+        for model in sorted(labels.keys() | values.keys()):
             drift = self.drift.setdefault(model, _fresh_drift())
-            detector = Adwin(self.settings.drift.adwin_delta).restore(drift.get("adwin"))
-            for _, (labelled, wrong) in sorted(windows.items()):
-                detector.update(labelled, wrong)
-            drift["adwin"], drift["shift"] = detector.to_state(), detector.shift
+            signals: dict[str, float] = {}
+            if model in labels:
+                detector = Adwin(self.settings.drift.adwin_delta).restore(drift.get("adwin"))
+                for _, (labelled, wrong) in sorted(labels[model].items()):
+                    detector.update(labelled, wrong)
+                drift["adwin"], drift["shift"] = detector.to_state(), detector.shift
+                signals["error_shift"] = detector.shift
+            if model in values and self._value_detectors(drift, values[model]):
+                shifts = drift["vshift"]
+                signals["score_shift"] = shifts.get("score", 0.0)
+                signals["feature_shift"] = max(
+                    (v for k, v in shifts.items() if k.startswith("f:")), default=0.0)
             self.writes[f"drift|{model}"] = drift
             entity = entities.model(model)
             for rule in self.settings.alerts:
-                if rule.metric == "error_shift" and applies(rule, "model", model, size):
+                value = signals.get(rule.metric)
+                if value is not None and applies(rule, "model", model, size):
                     key = f"alert|{rule.name}|{entity}"
                     state = RuleState.from_state(self.alert_states.get(key))
-                    transition = evaluate_signal(rule, state, start, start + size,
-                                                 detector.shift)
+                    transition = evaluate_signal(rule, state, start, start + size, value)
                     await self._record(rule, key, entity, state, transition, start, size,
-                                       detector.shift)
+                                       value)
+
+    def _value_detectors(self, drift: dict[str, Any],
+                         windows: dict[float, dict[str, list[float]]]) -> bool:
+        """Feed the scores' and each feature's detector; False while the version's
+        reference is still being gathered (there is nothing to compare with yet)."""
+        config = self.settings.drift
+        if drift.get("ref") is None or drift["n"] < config.reference_size:
+            return False
+        if drift.get("moments") is None:
+            drift["moments"] = _reference_moments(WindowState.from_state(drift["ref"]))
+        states, shifts = drift.setdefault("vs", {}), drift.setdefault("vshift", {})
+        for _, found in sorted(windows.items()):
+            for name, (n, total) in found.items():
+                moments = drift["moments"].get(name)
+                if moments is None:
+                    continue  # not in the reference (or a constant there)
+                detector = MeanShift(config.shift_sd, config.shift_threshold, *moments)
+                detector.restore(states.get(name)).update(n, total)
+                states[name], shifts[name] = detector.to_state(), detector.shift
+        return True
 
     async def _judge(self, entity: str, size: float, start: float,
                      snapshot: dict[str, Any]) -> None:
@@ -538,8 +604,46 @@ def pinned_reference(path: Path) -> dict[str, Any]:
 
 
 def _fresh_drift() -> dict[str, Any]:
-    """A model version's drift state: its reference, and its detectors' states."""
-    return {"ref": None, "n": 0, "ph": None, "ph_last": None, "adwin": None, "shift": None}
+    """A model version's drift state: its reference (and the reference's mean and sd of the
+    scores and each feature, once it is complete), and its detectors' states."""
+    return {"ref": None, "n": 0, "ph": None, "ph_last": None, "adwin": None, "shift": None,
+            "moments": None, "vs": {}, "vshift": {}}
+
+
+def _histogram_sums(state: dict[str, Any]) -> tuple[float, float]:
+    """Count and sum of the values in a score histogram's state."""
+    weights = np.asarray(state.get("w", ()), dtype=np.float64)
+    keys = np.asarray(state.get("k", ()), dtype=np.float64)
+    return float(weights.sum()), float(np.dot(weights, keys) / float(state.get("n", 1)))
+
+
+def _sketch_sums(state: Any) -> tuple[float, float]:
+    """Count and exact sum of the values in a feature sketch's state (NaN sum: not kept)."""
+    if not isinstance(state, list) or len(state) < 2:
+        return 0.0, math.nan
+    total = state[3][0] if len(state) > 3 and state[3][0] is not None else math.nan
+    return float(sum(state[1])), float(total)
+
+
+def _reference_moments(reference: WindowState) -> dict[str, list[float]]:
+    """Mean and standard deviation of the reference's scores and of each of its features
+    (those with a spread: a constant has no scale to measure a shift in)."""
+    out: dict[str, list[float]] = {}
+    scores = reference.families.get("scores")
+    if scores is not None and scores.count > 0:
+        hist = scores.hist
+        keys = np.array(list(hist.buckets), dtype=np.float64) / hist.bins
+        weights = np.array(list(hist.buckets.values()), dtype=np.float64)
+        mean = float(np.dot(weights, keys) / weights.sum())
+        sd = math.sqrt(max(float(np.dot(weights, (keys - mean) ** 2) / weights.sum()), 0.0))
+        out["score"] = [mean, sd]
+    features = reference.families.get("features")
+    for name, sketch in (features.sketches.items() if features is not None else ()):
+        n, (total, squares) = sketch.count, sketch.moments
+        if n > 1 and math.isfinite(total) and math.isfinite(squares):
+            mean = total / n
+            out[f"f:{name}"] = [mean, math.sqrt(max(squares / n - mean * mean, 0.0))]
+    return {name: m for name, m in out.items() if m[1] > 0}
 
 
 def _start_of(key: str) -> float:

@@ -1,7 +1,7 @@
 """Detection delay and false alarms of the service's drift alerts, side by side with River's.
 
   python bench/drift_eval.py [--events 200000] [--window 1000] [--seeds 3] [--partitions 4]
-                             [--flush 50] [--kinds abrupt,small-abrupt,...]
+                             [--flush N] [--kinds abrupt,small-abrupt,...]
 
 Each stream is one binary classifier's predictions (3 numeric features and a score) with
 labels, at `--window` predictions per 60 s window. It goes through the service's own path,
@@ -254,9 +254,15 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=1000, help="predictions per window")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--flush", type=int, default=50, help="predictions per flush")
+    # a worker flushes every `worker.flush_interval` (0.5 s): at --window predictions a
+    # minute, that many predictions
+    parser.add_argument("--flush", type=int, default=None,
+                        help="predictions per flush (default: a worker's flush interval)")
     parser.add_argument("--kinds", default=",".join(KINDS))
     args = parser.parse_args()
+    if args.flush is None:
+        interval = load_settings({}).flush_interval_s
+        args.flush = max(round(args.window * interval / WINDOW_S), 1)
     rules = list(load_settings({}).alerts)
     drift_rules = [r.name for r in rules if r.action == "retrain"]
     print(f"{args.seeds} seeds x {args.events:,} predictions per kind, {args.window} per 60 s "

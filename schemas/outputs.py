@@ -127,6 +127,11 @@ class MetricSnapshot:
     error_shift: float | None = metric(
         "share", 3, "how far the labelled error rate stands above its level before the last "
         "increase the per-label detector saw (0: none stands), at publication")
+    score_shift: float | None = metric(
+        "sd", 3, "how far the scores' mean stands from the reference's, in its standard "
+        "deviations, once the per-value detector saw it move (0: no shift stands)")
+    feature_shift: float | None = metric(
+        "sd", 3, "the largest such shift of any numeric feature's mean (0: none stands)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +160,7 @@ METRICS = _registry()
 # What an alert rule may watch: every metric that is a number or a flag.
 ALERT_METRICS = frozenset(name for name, m in METRICS.items() if m.kind != "map")
 # Metrics judged as the labels arrive, not per closed window (see `agents.alerts`).
-STREAMING_METRICS = frozenset({"error_shift"})
+STREAMING_METRICS = frozenset({"error_shift", "score_shift", "feature_shift"})
 
 
 @dataclass(frozen=True, slots=True)

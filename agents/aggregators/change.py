@@ -1,4 +1,5 @@
-"""Sequential change detectors: Page-Hinkley over window error rates, ADWIN over labels.
+"""Sequential change detectors: Page-Hinkley over window error rates, ADWIN over labels,
+CUSUM over a numeric input's values against its reference (scores, features).
 
 Both take their parameters in the constructor, expose `update` and report a change when one
 is seen, and keep a small JSON state (`to_state`/`from_state`) that the snapshot stage stores
@@ -262,3 +263,94 @@ def _kl_sum(ones: np.ndarray, n: np.ndarray, p: float) -> np.ndarray:
             np.zeros_like(q))
     out: np.ndarray = n * (a + b)
     return out
+
+
+@dataclass
+class MeanShift:
+    """Two-sided CUSUM (Page, 1954) of a numeric stream (a model's scores, one feature)
+    against the model version's reference: its mean and standard deviation.
+
+    Why against the reference and not, as ADWIN does, the stream's own past: the reference
+    is what the model was validated on, so a slow daily cycle is not a change, and a
+    reference known in advance is the most any detector can be told (CUSUM is the optimal
+    test for a shift of a given size from a known level, Lorden 1971). Its cost is the
+    smallest shift it looks for, `shift_sd` reference deviations: it accumulates each
+    value's distance from the reference mean, less half that, and reports a shift when the
+    sum passes `threshold`. A shift of d sd is then seen after about
+    (threshold + 1.2) / (d - shift_sd / 2) values; a stream at its reference, or moving
+    less than shift_sd / 2, reaches the threshold about once in
+    exp(shift_sd * threshold) / shift_sd**2 values, astronomically rarely at the defaults
+    (the settings' `[drift]` shift_sd and shift_threshold).
+
+    Values arrive as sums: the stage reads each partial's new values of a feature as the
+    difference of two exact sums, so a batch adds its count and total at once.
+
+    Once a shift is seen it stands (`shift`, its size in reference sds: the mean distance
+    of the values since the sum last left zero) until a second CUSUM, fed by how much
+    closer than half the detected shift the values are, passes the threshold too: the
+    values are back near the reference. A shift the other way ends it first.
+
+    >>> detector = MeanShift(shift_sd=0.7, threshold=30.0, mean=0.0, sd=1.0)
+    >>> [detector.update(100, 0.0) for _ in range(50)].count(0)  # at the reference
+    50
+    >>> [detector.update(10, 10.0) for _ in range(5)]  # then a shift of 1 sd
+    [0, 0, 0, 0, 1]
+    >>> round(detector.shift, 2)
+    1.0
+    """
+
+    shift_sd: float
+    threshold: float
+    mean: float
+    sd: float
+    high: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # sum, n, z since 0
+    low: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    sign: int = 0  # the standing shift's direction; 0: none
+    since: list[float] = field(default_factory=lambda: [0.0, 0.0])  # n and z since it began
+    back: float = 0.0  # the evidence that it has ended
+
+    def update(self, n: float, total: float) -> int:
+        """Add `n` values summing to `total`: +1 if a rise is seen, -1 a fall, 0 neither
+        (the end of a standing shift is not reported, `shift` falls to 0)."""
+        if n <= 0 or not math.isfinite(total) or self.sd <= 0:
+            return 0
+        z = (total - n * self.mean) / self.sd
+        allowance = n * self.shift_sd / 2
+        if self.sign:
+            self.since = [self.since[0] + n, self.since[1] + z]
+            self.back = max(0.0, self.back + n * self.shift / 2 - self.sign * z)
+            if self.back <= self.threshold:
+                return 0
+            self.sign, self.back, self.since = 0, 0.0, [0.0, 0.0]
+        seen = 0
+        for side, sign in ((self.high, 1), (self.low, -1)):
+            step = sign * z - allowance
+            side[:] = [side[0] + step, side[1] + n, side[2] + z] if side[0] + step > 0 else (
+                [0.0, 0.0, 0.0])
+            if side[0] > self.threshold:
+                seen, self.since = sign, [side[1], side[2]]
+        if seen:
+            self.sign, self.back = seen, 0.0
+            self.high, self.low = [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
+        return seen
+
+    @property
+    def shift(self) -> float:
+        """How far the values stand from the reference mean, in its sds (0: no shift)."""
+        if not self.sign or not self.since[0]:
+            return 0.0
+        return max(self.sign * self.since[1] / self.since[0], 0.0)
+
+    def to_state(self) -> dict[str, Any]:
+        return {"ref": [self.mean, self.sd], "hi": self.high, "lo": self.low,
+                "sign": self.sign, "since": self.since, "back": self.back}
+
+    def restore(self, state: dict[str, Any] | None) -> MeanShift:
+        """This detector (its parameters kept) at the stored `state`, unless that was
+        against another reference."""
+        if state and state["ref"] == [self.mean, self.sd]:
+            self.high = [float(v) for v in state["hi"]]
+            self.low = [float(v) for v in state["lo"]]
+            self.sign, self.back = int(state["sign"]), float(state["back"])
+            self.since = [float(v) for v in state["since"]]
+        return self

@@ -86,7 +86,7 @@ class ValueSketch:
     sketch fed every value gives.
     """
 
-    __slots__ = ("buckets", "level", "max_buckets")
+    __slots__ = ("buckets", "level", "max_buckets", "moments")
     _LOG_GAMMA = math.log(1.05 / 0.95)
     _OFFSET = 1000  # keeps positive keys above zero down to |x| ~ 1e-43
 
@@ -95,11 +95,17 @@ class ValueSketch:
         self.level = 0
         # coarsening ends at five keys: zero, and magnitudes below or above 1 of either sign
         self.max_buckets = max(max_buckets, 5)
+        # the values' exact sum and sum of squares (values are within +-2**53, squares far
+        # from overflowing): the per-value mean-shift detector reads the new values of each
+        # partial as the difference of two sums; NaN when the state was written without them
+        self.moments = [0.0, 0.0]
 
     def update(self, values: FloatArray) -> None:
         values = values[np.isfinite(values)]
         if values.size == 0:
             return
+        self.moments = [self.moments[0] + float(values.sum()),
+                        self.moments[1] + float(np.dot(values, values))]
         magnitude = np.abs(values)
         keys = np.zeros(values.size, dtype=np.int64)
         big = magnitude > 1e-40
@@ -114,6 +120,7 @@ class ValueSketch:
     def merge(self, other: ValueSketch) -> ValueSketch:
         out = ValueSketch(min(self.max_buckets, other.max_buckets))
         out.level = max(self.level, other.level)
+        out.moments = [a + b for a, b in zip(self.moments, other.moments, strict=True)]
         for sketch in (self, other):
             for key, count in sketch.coarsened(out.level).items():
                 out.buckets[key] = out.buckets.get(key, 0) + count
@@ -140,16 +147,18 @@ class ValueSketch:
     def count(self) -> float:
         return float(sum(self.buckets.values()))
 
-    def to_state(self) -> list[list[int]]:
+    def to_state(self) -> list[list[Any]]:
         keys = sorted(self.buckets)
-        state = [keys, [int(self.buckets[k]) for k in keys]]
-        return [*state, [self.level]] if self.level else state
+        return [keys, [int(self.buckets[k]) for k in keys], [self.level], self.moments]
 
     @classmethod
-    def from_state(cls, state: list[list[int]]) -> ValueSketch:
+    def from_state(cls, state: list[list[Any]]) -> ValueSketch:
         out = cls()
         out.buckets = dict(zip(state[0], state[1], strict=True))
         out.level = state[2][0] if len(state) > 2 else 0
+        # NaN (stored as null): unknown, in a state written before the moments
+        out.moments = [math.nan if v is None else float(v)
+                       for v in (state[3] if len(state) > 3 else (None, None))]
         out._fit()  # a state written before the bound
         return out
 

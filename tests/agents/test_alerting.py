@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from tests.harness import CLI, Env, Worker, configured_worker, produce, read_all, wait_for
 
@@ -148,3 +149,55 @@ def test_the_default_rules_see_concept_drift_as_labels_arrive_before_the_window_
     assert len(_out(env, "retraining")) == 1
     closed = {s["window_start"] for s in worker.get("/api/v1/metrics?model=churn")["metrics"]}
     assert start + 600 not in closed  # the window of the change is still open
+
+
+def test_the_default_rules_see_a_feature_and_a_score_shift_as_predictions_arrive(
+    env: Env, tmp_path: Path, worker_factory: list[Worker],
+) -> None:
+    """The per-value detectors (rules `feature-shift` and `score-shift`, default rules)
+    compare each partial's new values with the version's reference, fed by every shard:
+    a shift fires while its window is still open, once, with one retraining request."""
+    worker = configured_worker(env, tmp_path, worker_factory,
+                               '[windows]\nsizes = ["60s"]\ngrace = "0s"\n'
+                               '[worker]\nidle = "1s"\n')
+    start = (time.time() // 60 - 30) * 60
+    rng = random.Random(7)
+
+    def batch(first: int, count: int, t0: float, gap: float, x_mean: float,
+              score_mean: float) -> list[tuple[str, int, bytes]]:
+        preds = [{"event_id": f"v{i}", "ts": t0 + (i - first) * gap, "model": "churn",
+                  "version": "v1", "predicted": 1,
+                  "score": min(max(rng.gauss(score_mean, 0.1), 0.0), 1.0),
+                  "features": {"x": rng.gauss(x_mean, 1.0), "y": rng.gauss(5.0, 2.0)}}
+                 for i in range(first, first + count)]
+        step = max(count // env.partitions, 1)
+        return [(env.topic("predictions"), (k // step) % env.partitions,
+                 orjson.dumps(preds[k:k + step])) for k in range(0, count, step)]
+
+    # the reference (the version's first 2,000 predictions): one window, closed once the
+    # traffic stops...
+    produce(env.bootstrap, batch(0, 3_000, start, 0.02, 0.0, 0.4))
+    wait_for(lambda: worker.get("/api/v1/metrics?model=churn")["metrics"], timeout_s=60,
+             what="the reference's window closed")
+    time.sleep(1)
+    assert not [a for a in _out(env, "alerts") if a["rule"].endswith("-shift")]
+    # ...then 300 predictions with x 1.5 sd higher and scores 2 sd higher, in a window that
+    # closes 45 s (of event time following the wall clock) after its last one
+    produce(env.bootstrap, batch(3_000, 300, start + 600, 0.05, 1.5, 0.6))
+
+    def shifts() -> list[dict[str, Any]]:
+        return [a for a in _out(env, "alerts") if a["rule"] in ("feature-shift", "score-shift")]
+
+    alerts = wait_for(lambda: s if len(s := shifts()) == 2 else [], timeout_s=30,
+                      what="the feature-shift and score-shift alerts")
+    closed = {s["window_start"] for s in worker.get("/api/v1/metrics?model=churn")["metrics"]}
+    assert start + 600 not in closed
+    by_rule = {a["rule"]: a for a in alerts}
+    assert by_rule["feature-shift"]["value"] == pytest.approx(1.5, abs=0.4)
+    assert by_rule["score-shift"]["value"] == pytest.approx(2.0, abs=0.5)
+    assert {a["state"] for a in alerts} == {"firing"}
+    (request,) = wait_for(lambda: _out(env, "retraining"), what="the retraining request")
+    assert request["rule"] in by_rule
+    time.sleep(3)
+    assert len(shifts()) == 2
+    assert len(_out(env, "retraining")) == 1

@@ -78,6 +78,8 @@ web_port = 7000
     ('[kafka]\ntopic_prefix = "bad prefix"\n', "kafka.topic_prefix"),
     ("regressors = 3\n", "regressors"),
     ("[drift]\nadwin_delta = 0\n", "drift.adwin_delta"),
+    ("[drift]\nshift_sd = 0\n", "drift.shift_sd"),
+    ("[drift]\nshift_threshold = -1\n", "drift.shift_threshold"),
     ("[drift]\npsi_bins = 1\n", "drift.psi_bins"),
     ('[drift]\nph_threshold = "high"\n', "drift.ph_threshold"),
     ("[drift]\nfeature_psi = -0.1\n", "drift.feature_psi"),
@@ -143,11 +145,12 @@ def test_parse_duration_rejects(value: object) -> None:
 def test_default_alert_rules_ship(tmp_path: Path) -> None:
     rules = {r.name: r for r in load_settings({}).alerts}
     assert {"error-rate-high", "failure-rate-high", "concept-drift", "error-drift",
-            "score-drift", "feature-drift", "label-coverage-drop", "cost-per-prediction-jump",
-            "gpu-idle"} == set(rules)
+            "score-shift", "feature-shift", "score-drift", "feature-drift",
+            "label-coverage-drop", "cost-per-prediction-jump", "gpu-idle"} == set(rules)
     # one rule for each detector's output, each asking for retraining
     assert {r.metric for r in rules.values() if r.action == "retrain"} == {
-        "error_shift", "error_drift", "drift_psi", "drift_psi_max"}
+        "error_shift", "score_shift", "feature_shift", "error_drift", "drift_psi",
+        "drift_psi_max"}
 
 
 def test_drift_detectors_are_configured_in_the_file(tmp_path: Path) -> None:
@@ -161,10 +164,13 @@ ph_delta = 0.005
 ph_threshold = 0.3
 ph_min_windows = 10
 adwin_delta = 0.0001
+shift_sd = 0.5
+shift_threshold = 20
 """)).drift
     assert (drift.reference_size, drift.psi_bins, drift.feature_psi, drift.min_predictions,
-            drift.ph_delta, drift.ph_threshold, drift.ph_min_windows, drift.adwin_delta) == (
-        5000, 20, 0.1, 50, 0.005, 0.3, 10, 0.0001)
+            drift.ph_delta, drift.ph_threshold, drift.ph_min_windows, drift.adwin_delta,
+            drift.shift_sd, drift.shift_threshold) == (
+        5000, 20, 0.1, 50, 0.005, 0.3, 10, 0.0001, 0.5, 20.0)
 
 
 def test_alert_rules_from_the_file(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""The change detectors: Page-Hinkley, and the per-label ADWIN against River's."""
+"""The change detectors: Page-Hinkley, the per-label ADWIN against River's, and the per-value
+CUSUM against its reference."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import orjson
 import pytest
 
 from agents.aggregators import change
-from agents.aggregators.change import MAX_BUCKETS, Adwin, PageHinkley
+from agents.aggregators.change import MAX_BUCKETS, Adwin, MeanShift, PageHinkley
 
 
 def test_the_docstring_examples_run() -> None:
@@ -109,3 +110,70 @@ def test_adwin_state_is_bounded_and_round_trips_through_json() -> None:
     back = Adwin(delta=0.01).restore(orjson.loads(orjson.dumps(detector.to_state())))
     assert back == detector
     assert back.update(100, 10) == detector.update(100, 10)
+
+
+def _feed(detector: MeanShift, values: np.ndarray, batch: int) -> list[int]:
+    """Feed `values` in batches as the stage does (count and sum); positions of alarms."""
+    alarms = []
+    for lo in range(0, values.size, batch):
+        chunk = values[lo:lo + batch]
+        if detector.update(chunk.size, float(chunk.sum())):
+            alarms.append(lo + chunk.size)
+    return alarms
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_mean_shift_is_quiet_at_the_reference_and_under_slow_wandering(seed: int) -> None:
+    """A million values at the reference, then a cycle of +-0.15 sd (below half the
+    smallest shift looked for): no alarm at the defaults."""
+    rng = np.random.default_rng(seed)
+    detector = MeanShift(shift_sd=0.7, threshold=30.0, mean=2.0, sd=3.0)
+    stable = rng.normal(2.0, 3.0, 1_000_000)
+    cycle = rng.normal(2.0, 3.0, 500_000) + 0.45 * np.sin(np.arange(500_000) / 20_000)
+    assert _feed(detector, stable, 10) == []
+    assert _feed(detector, cycle, 10) == []
+    assert detector.shift == 0.0
+
+
+@pytest.mark.parametrize("shift", [0.5, 1.0, -2.0])
+def test_mean_shift_sees_a_shift_within_the_cusum_delay_and_measures_it(shift: float) -> None:
+    rng = np.random.default_rng(3)
+    detector = MeanShift(shift_sd=0.7, threshold=30.0, mean=0.0, sd=1.0)
+    assert _feed(detector, rng.normal(0.0, 1.0, 20_000), 8) == []
+    alarms = _feed(detector, rng.normal(shift, 1.0, 5_000), 8)
+    assert alarms
+    # about (threshold + 1.2) / (|shift| - shift_sd / 2) values, give or take the noise
+    expected = 31.2 / (abs(shift) - 0.35)
+    assert 0.4 * expected <= alarms[0] <= 2.5 * expected + 8
+    assert detector.shift == pytest.approx(abs(shift), abs=0.25)
+
+
+def test_a_standing_shift_ends_when_the_values_come_back() -> None:
+    rng = np.random.default_rng(4)
+    detector = MeanShift(shift_sd=0.7, threshold=30.0, mean=0.0, sd=1.0)
+    assert _feed(detector, rng.normal(1.0, 1.0, 2_000), 8)
+    assert detector.shift > 0.5
+    _feed(detector, rng.normal(1.0, 1.0, 2_000), 8)
+    assert detector.shift > 0.5  # still shifted: it stands
+    _feed(detector, rng.normal(0.0, 1.0, 2_000), 8)
+    assert detector.shift == 0.0
+
+
+def test_mean_shift_state_round_trips_and_a_new_reference_starts_afresh() -> None:
+    rng = np.random.default_rng(5)
+    detector = MeanShift(shift_sd=0.7, threshold=30.0, mean=0.0, sd=1.0)
+    _feed(detector, rng.normal(0.3, 1.0, 3_000), 8)
+    state = orjson.loads(orjson.dumps(detector.to_state()))
+    assert len(orjson.dumps(state)) < 300
+    back = MeanShift(shift_sd=0.7, threshold=30.0, mean=0.0, sd=1.0).restore(state)
+    assert back == detector
+    other = MeanShift(shift_sd=0.7, threshold=30.0, mean=0.5, sd=1.0).restore(state)
+    assert other == MeanShift(shift_sd=0.7, threshold=30.0, mean=0.5, sd=1.0)
+
+
+def test_mean_shift_ignores_empty_and_unusable_batches() -> None:
+    detector = MeanShift(shift_sd=0.7, threshold=30.0, mean=0.0, sd=1.0)
+    assert detector.update(0, 5.0) == 0
+    assert detector.update(3, float("nan")) == 0
+    assert MeanShift(shift_sd=0.7, threshold=30.0, mean=0.0, sd=0.0).update(3, 100.0) == 0
+    assert detector == MeanShift(shift_sd=0.7, threshold=30.0, mean=0.0, sd=1.0)
