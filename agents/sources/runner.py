@@ -6,8 +6,9 @@ the source topic (Knative's KafkaSink keys a record by nothing unless the event 
 `partitionkey`), so they are brought together in two steps, each with a consumer group of
 its own, so that the workers share the work:
 
-1. re-key: every record of the source topic is copied, headers and all, to the partition of
-   its id in `<app_id>-source-<name>`; offsets are committed once the copies are delivered;
+1. re-key: every record of the source topics is copied, headers, timestamp and all, to the
+   partition of its id in `<app_id>-source-<name>`, with its topic in a header
+   (`factory-pulse-origin`); offsets are committed once the copies are delivered;
 2. pair: each partition of that topic has a bounded buffer (`pairing.Pairing`: at most
    `max_pending` halves, each for at most `pairing_timeout`); a pair becomes predictions,
    sent to the partition of their `event_id` (so no shard forwards them). Offsets are
@@ -27,6 +28,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
@@ -45,6 +47,8 @@ from schemas.fields import ValidationError
 
 log = logging.getLogger(__name__)
 
+# The header a re-keyed copy carries its source topic in.
+ORIGIN = "factory-pulse-origin"
 # Events per message sent to `predictions` (a batch, as the client library sends).
 BATCH = 500
 POLL_MS = 500
@@ -63,6 +67,24 @@ class Adapter(Protocol):
 
 
 ADAPTERS: dict[str, Adapter] = {"kserve": kserve, "seldon": seldon}
+
+
+@dataclass(frozen=True, slots=True)
+class _Original:
+    """A re-keyed copy as its adapter reads it: on the topic it was copied from (a Seldon
+    record's topic names its model and side), with its own headers, key and timestamp."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+    timestamp: int
+
+    @classmethod
+    def of(cls, copy: ConsumerRecord) -> _Original:
+        origin = next((v for k, v in copy.headers if k == ORIGIN), b"")
+        return cls(origin.decode("utf-8", "replace"), copy.key, copy.value,
+                   [(k, v) for k, v in copy.headers if k != ORIGIN], copy.timestamp)
 
 
 class _Producer:
@@ -142,8 +164,10 @@ async def rekey(settings: Settings, source: Source) -> None:
                         await out.dead(exc.reason, exc.field, record)
                         continue
                     out.sent.append(await out.producer.send(
-                        internal, record.value, key=key.encode(), headers=list(record.headers),
-                        partition=route(key, settings.partitions)))
+                        internal, record.value, key=key.encode(),
+                        headers=[*record.headers, (ORIGIN, record.topic.encode())],
+                        partition=route(key, settings.partitions),
+                        timestamp_ms=record.timestamp))
             if batch:
                 await out.flush()
                 await consumer.commit()
@@ -194,7 +218,7 @@ async def pair(settings: Settings, source: Source) -> None:
                 for record in records:
                     read[tp.partition] = record.offset + 1
                     try:
-                        half = adapter.read(record)
+                        half = adapter.read(_Original.of(record))
                     except NotMapped as exc:
                         await out.dead(exc.reason, exc.field, record)
                         continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -58,17 +59,32 @@ def _stamp(ts: float) -> bytes:
     return f"{text}.{nanos:09d}Z".encode()
 
 
-async def _send(bootstrap: str, records: list[tuple[str, int, Headers, bytes]]) -> None:
+async def _send(bootstrap: str, records: list[tuple[str, int, Headers, bytes]],
+                keys: list[bytes | None] | None, stamps: list[int] | None) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
-        sent = [await producer.send(topic, value, partition=partition, headers=headers)
-                for topic, partition, headers, value in records]
+        sent = [await producer.send(topic, value, partition=partition, headers=headers,
+                                    key=keys[i] if keys else None,
+                                    timestamp_ms=stamps[i] if stamps else None)
+                for i, (topic, partition, headers, value) in enumerate(records)]
         await asyncio.gather(*sent)
     finally:
         await producer.stop()
 
 
-def send(bootstrap: str, records: list[tuple[str, int, Headers, bytes]]) -> None:
-    """Produce (topic, partition, headers, value) records in order, headers and all."""
-    asyncio.run(_send(bootstrap, records))
+def send(bootstrap: str, records: list[tuple[str, int, Headers, bytes]],
+         keys: list[bytes | None] | None = None, stamps: list[int] | None = None) -> None:
+    """Produce (topic, partition, headers, value) records in order, headers and all (and
+    keys and timestamps, when given)."""
+    asyncio.run(_send(bootstrap, records, keys, stamps))
+
+
+def seldon(prefix: str = "seldon", now_ms: int = 0) -> list[Rec]:
+    """The recorded Seldon model-topic records, under another topic prefix and moved in time."""
+    doc: dict[str, Any] = orjson.loads((PAYLOADS / "seldon_model_topics.json").read_bytes())
+    return [Rec(headers=[(k, v.encode()) for k, v in r["headers"]],
+                value=base64.b64decode(r["value_base64"]) if r["value_base64"]
+                else r["value"].encode(),
+                topic=prefix + r["topic"].removeprefix("seldon"), key=r["key"].encode(),
+                timestamp=now_ms + r["timestamp_ms"]) for r in doc["records"]]
