@@ -195,8 +195,8 @@ class Deliveries:
                                     timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
                 text = await resp.text()
                 return resp.status, None if resp.status < 300 else text[:300]
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            return None, f"{type(exc).__name__}: {exc}"
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:  # ValueError: a header
+            return None, f"{type(exc).__name__}: {exc}"  # aiohttp refuses, from a forged request
 
     async def run(self) -> None:
         """Follow `retraining` in the group `<app_id>-webhooks`, until cancelled."""

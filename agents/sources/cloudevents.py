@@ -96,9 +96,9 @@ def from_kafka(headers: Sequence[tuple[str, bytes]], value: bytes | None) -> Clo
     return event
 
 
-def _text(raw: bytes, name: str) -> str:
+def _text(raw: bytes | None, name: str) -> str:
     try:
-        return raw.decode("utf-8")
+        return (raw or b"").decode("utf-8")
     except UnicodeDecodeError:
         raise NotMapped(f"header {name} is not UTF-8", name) from None
 

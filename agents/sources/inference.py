@@ -128,25 +128,32 @@ def _rows(tensor: dict[str, Any], where: str) -> list[list[Any]]:
         raise NotMapped("'shape' is not a list of sizes", f"{where}.shape")
     data = _flat(tensor.get("data"), f"{where}.data")
     width = math.prod(shape[1:])
-    if len(data) != shape[0] * width:
+    if width == 0 or len(data) != shape[0] * width:
         raise NotMapped(f"'data' holds {len(data)} values, shape {shape} needs "
                         f"{shape[0] * width}", f"{where}.data")
     return [data[i * width:(i + 1) * width] for i in range(shape[0])]
 
 
 def _flat(data: Any, where: str) -> list[Any]:
+    """Nested lists flattened in row-major order (without recursion: JSON nests deep)."""
     if not isinstance(data, list):
         raise NotMapped("'data' is not a list", where)
-    if not any(isinstance(v, list) for v in data):
-        return data
     out: list[Any] = []
-    for value in data:
-        out.extend(_flat(value, where) if isinstance(value, list) else [value])
+    stack = [iter(data)]
+    while stack:
+        for value in stack[-1]:
+            if isinstance(value, list):
+                stack.append(iter(value))
+                break
+            out.append(value)
+        else:
+            stack.pop()
     return out
 
 
 def _v2_features(inputs: list[Any], names: Sequence[str], tensors: Tensors) -> list[Row]:
-    by_name = {t.get("name"): t for t in inputs if isinstance(t, dict)}
+    by_name = {t["name"]: t for t in inputs if isinstance(t, dict) and isinstance(
+        t.get("name"), str)}
     named = [n for n in names if n in by_name]
     if tensors.input is None and named:
         # tensors named after features: one per feature, each of shape [N] or [N, 1]

@@ -85,7 +85,11 @@ def _contents(data: bytes) -> list[Any]:
         kind, fixed = _CONTENTS.get(number, (None, None))
         if kind is None:
             continue
+        if (fixed is not None or kind == "bytes") and not isinstance(value, bytes):
+            raise NotMapped(f"tensor contents field {number} has the wrong wire type", "value")
         if fixed is not None:
+            if len(value) % struct.calcsize(fixed):
+                raise NotMapped(f"tensor contents field {number} is cut short", "value")
             values += [v for (v,) in struct.iter_unpack(fixed, value)]
         elif kind == "bytes":
             values.append(value.decode("utf-8", "replace"))

@@ -131,6 +131,16 @@ class _Producer:
         await asyncio.gather(*sent)
 
 
+def _why(exc: Exception) -> tuple[str, str | None]:
+    """A dead letter's reason and field: a payload that does not map says why; one that
+    breaks the adapter in a way no rule foresaw is dead-lettered too (and logged), so that
+    no record can stop the source or restart the worker over and over."""
+    if isinstance(exc, NotMapped):
+        return exc.reason, exc.field
+    log.warning("a source record broke its adapter; dead-lettered", exc_info=exc)
+    return f"unreadable: {type(exc).__name__}: {exc}"[:500], None
+
+
 def _consumer(settings: Settings, group: str, *topics: str, **extra: Any) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(*topics, group_id=group, enable_auto_commit=False,
                             auto_offset_reset="earliest", **client_kwargs(settings), **extra)
@@ -160,8 +170,8 @@ async def rekey(settings: Settings, source: Source) -> None:
                 for record in records:
                     try:
                         key = adapter.read(record).id
-                    except NotMapped as exc:
-                        await out.dead(exc.reason, exc.field, record)
+                    except Exception as exc:  # see _why
+                        await out.dead(*_why(exc), record)
                         continue
                     out.sent.append(await out.producer.send(
                         internal, record.value, key=key.encode(),
@@ -219,8 +229,8 @@ async def pair(settings: Settings, source: Source) -> None:
                     read[tp.partition] = record.offset + 1
                     try:
                         half = adapter.read(_Original.of(record))
-                    except NotMapped as exc:
-                        await out.dead(exc.reason, exc.field, record)
+                    except Exception as exc:  # see _why
+                        await out.dead(*_why(exc), record)
                         continue
                     other, evicted = buffer.offer(half.id, (half, record), half.is_request,
                                                   record.offset, now)
@@ -253,8 +263,8 @@ async def pair(settings: Settings, source: Source) -> None:
     async def _map(request: Held | None, response: Held, out: _Producer) -> None:
         try:
             events = adapter.predictions(request and request[0], response[0], source)
-        except NotMapped as exc:
-            await out.dead(exc.reason, exc.field, response[1])
+        except Exception as exc:  # see _why
+            await out.dead(*_why(exc), response[1])
             return
         await out.predict(events, response[1])
 

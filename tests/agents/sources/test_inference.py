@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from agents.sources.inference import Answer, Tensors, answers, features, model_version
 from agents.sources.mapping import NotMapped
@@ -67,3 +71,22 @@ def test_a_named_tensor_that_is_missing_is_refused() -> None:
     with pytest.raises(NotMapped, match="no tensor named 'scores'"):
         answers({"outputs": [{"name": "o", "shape": [1], "data": [1]}]},
                 Tensors(score_output="scores"))
+
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(
+        st.sampled_from(["instances", "predictions", "inputs", "outputs", "name", "shape",
+                         "data", "datatype", "error", "a"]), children, max_size=4),
+    max_leaves=20)
+
+
+@given(JSONISH)
+@settings(max_examples=1000, deadline=None)
+@example({"inputs": [{"name": [1]}]})  # found: a tensor name that cannot key a dict
+def test_any_body_maps_or_is_refused_with_a_reason(body: object) -> None:
+    for tensors in (Tensors(), Tensors(score_output="data", class_output="name")):
+        with contextlib.suppress(NotMapped):
+            answers(body, tensors)
+        with contextlib.suppress(NotMapped):
+            features(body, NAMES, tensors)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agents.sources import kserve
 from agents.sources.cloudevents import from_kafka, parse_time
@@ -108,3 +112,21 @@ def test_structured_data_base64_is_read() -> None:
 def test_times_with_nanoseconds_and_offsets() -> None:
     assert parse_time("2026-11-30T02:10:00.123456789Z") == pytest.approx(
         parse_time("2026-11-30T03:10:00.123456+01:00"))
+
+
+HEADER_NAMES = st.sampled_from(["ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time",
+                                "content-type", "ce_inferenceservicename", "ce_metadata", "x"])
+TYPES = st.sampled_from([kserve.REQUEST_TYPE.encode(), kserve.RESPONSE_TYPE.encode(),
+                         b"2026-11-30T02:10:00Z", b"{}", b"1.0", b"\xff"])
+
+
+@given(st.lists(st.tuples(HEADER_NAMES, st.none() | TYPES | st.binary(max_size=8)),
+                max_size=8),
+       st.none() | st.binary(max_size=40) | st.sampled_from([
+           b'{"specversion": "1.0", "id": 1, "data": [1]}', b'{"predictions": [[0.5]]}']))
+@settings(max_examples=500, deadline=None)
+def test_any_record_maps_or_is_refused_with_a_reason(
+        headers: list[tuple[str, bytes | None]], value: bytes | None) -> None:
+    with contextlib.suppress(NotMapped):
+        half = kserve.read(Rec(headers, value))  # type: ignore[arg-type]
+        kserve.predictions(None, half, IRIS)

@@ -4,9 +4,12 @@ predictions."""
 from __future__ import annotations
 
 import base64
+import contextlib
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agents.sources import seldon
 from agents.sources.mapping import NotMapped
@@ -84,3 +87,11 @@ def test_records_that_are_not_seldon_inferences_name_what_is_wrong(
 def test_the_request_id_header_stands_in_for_a_missing_key() -> None:
     half = seldon.read(Rec([("x-request-id", b"abc")], b"{}", topic="s.ns.model.m.inputs"))
     assert half.id == "abc"
+
+
+@given(st.binary(max_size=300))
+@settings(max_examples=300, deadline=None)
+def test_any_bytes_decode_or_are_refused_with_a_reason(data: bytes) -> None:
+    for response in (False, True):
+        with contextlib.suppress(NotMapped):
+            decode(data, response)
