@@ -9,12 +9,13 @@ plus the outputs, viewers read the outputs. Kafka's StandardAuthorizer with
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from core.topics import Topics, internal_topics
+from core.settings import Source
+from core.topics import Topics, external_topics, internal_topics
 
 
 class Resource(IntEnum):
@@ -70,7 +71,8 @@ def viewer_group_prefix(viewer: str) -> str:
     return f"{viewer}-"
 
 
-def deployment_acls(prefix: str, app_id: str, roles: Roles) -> list[Acl]:
+def deployment_acls(prefix: str, app_id: str, roles: Roles, sources: Sequence[Source] = (),
+                    ) -> list[Acl]:
     """Every grant one deployment needs; sorted, without duplicates."""
     topics = Topics(prefix)
     inputs = list(topics.inputs.values())
@@ -91,6 +93,12 @@ def deployment_acls(prefix: str, app_id: str, roles: Roles) -> list[Acl]:
     grant(worker, Resource.TOPIC, outputs, Pattern.LITERAL, read, write, create, describe)
     grant(worker, Resource.TOPIC, inputs, Pattern.LITERAL, read, create, describe)
     grant(worker, Resource.GROUP, [app_id], Pattern.LITERAL, read, describe)
+    # its own groups beside the app's: `<app_id>-webhooks`, `<app_id>-source-<name>[-in]`
+    grant(worker, Resource.GROUP, [f"{app_id}-"], Pattern.PREFIXED, read, describe)
+    if sources:  # it reads other systems' topics and writes the predictions it maps
+        grant(worker, Resource.TOPIC, [t for s in sources for t in external_topics(s)],
+              Pattern.LITERAL, read, create, describe)
+        grant(worker, Resource.TOPIC, [topics.name("predictions")], Pattern.LITERAL, write)
     for producer in roles.producers:
         grant(producer, Resource.TOPIC, inputs, Pattern.LITERAL, write, describe)
         # Describing (not reading) the rest lets the tools' topic check see the layout

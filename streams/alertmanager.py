@@ -125,7 +125,6 @@ class AlertmanagerPush:
         self.firing: dict[Key, Tracked] = {}
         self.resolved: dict[Key, Tracked] = {}  # until one delivery succeeds
         self.changed = asyncio.Event()
-        self.delivered = 0
 
     def add(self, message: Any) -> None:
         """Take one record of the `alerts` topic (TypeError when it is not an alert)."""
@@ -159,7 +158,6 @@ class AlertmanagerPush:
         if all(results):
             for key in sent_resolved:
                 self.resolved.pop(key, None)
-            self.delivered += len(alerts)
         return all(results)
 
     async def _post(self, session: aiohttp.ClientSession, url: str,

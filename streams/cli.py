@@ -100,7 +100,7 @@ def _broker_acls(args: argparse.Namespace) -> list[Acl]:
     settings = load_settings({**os.environ, **{k: v for k, v in flags.items() if v}})
     roles = Roles(worker=args.worker, producers=tuple(args.producer or ["producer"]),
                   viewers=tuple(args.viewer or ["viewer"]))
-    return deployment_acls(settings.topic_prefix, settings.app_id, roles)
+    return deployment_acls(settings.topic_prefix, settings.app_id, roles, settings.sources)
 
 
 def _worker(args: argparse.Namespace) -> int:

@@ -28,7 +28,7 @@ import os
 import string
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -136,11 +136,9 @@ def check(settings: Settings) -> None:
 class Deliveries:
     """Sends each request to every webhook, logging each attempt."""
 
-    def __init__(self, settings: Settings, failures: Counter[tuple[str, str]],
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    def __init__(self, settings: Settings, failures: Counter[tuple[str, str]]) -> None:
         self.settings = settings
         self.failures = failures
-        self.sleep = sleep
         self.log_path = settings.state_dir / "webhooks" / "deliveries.jsonl"
 
     def _record(self, entry: dict[str, Any]) -> None:
@@ -183,7 +181,7 @@ class Deliveries:
                           "attempt(s): %s", request["request_id"], webhook.name, attempt,
                           error or f"HTTP {status}")
                 return False
-            await self.sleep(backoff)
+            await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_S)
         return False
 
