@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import orjson
-
+from agents.messages import Deployments
 from agents.shard import Message, Shard, ShardRuntime, group_by_entity
 from core.settings import Settings
 from schemas.codec import VALIDATORS, Rejection
@@ -47,5 +46,5 @@ class DeploymentLogic:
 
     async def before_flush(self, shard: Shard, runtime: ShardRuntime) -> None:
         for offset, events in self._pending.pop(shard.partition, []):
-            await runtime.partials.send(value=orjson.dumps({
-                "t": "d", "src": f"deployments:{shard.partition}", "o": offset, "e": events}))
+            await runtime.partials.send(value=Deployments(
+                f"deployments:{shard.partition}", offset, events).encode())

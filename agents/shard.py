@@ -30,6 +30,17 @@ import numpy.typing as npt
 import orjson
 
 from agents.aggregators.window import WindowState
+from agents.messages import (
+    FORMAT,
+    FORMAT_KEY,
+    Floors,
+    Heartbeats,
+    Partial,
+    check_format,
+    is_window_key,
+    parse_window_key,
+    window_key,
+)
 from core import deadletter
 from core.faust_internals import (
     BulkReader,
@@ -102,16 +113,6 @@ class Slot:
 
     def accepts(self, message: Message) -> bool:
         return message.offset > self.offsets.get(message.src, -1)
-
-
-def window_key(entity: str, size: float, start: float) -> str:
-    return f"w|{entity}|{size:g}|{start:.0f}"
-
-
-def parse_window_key(key: str) -> tuple[str, float, float]:
-    """(entity, size, start) of a window key; entity names may themselves hold '|'."""
-    entity, size, start = key.split("|", 1)[1].rsplit("|", 2)
-    return entity, float(size), float(start)
 
 
 @dataclass
@@ -462,6 +463,7 @@ class ShardRuntime:
             rest = self._restore(shard, items)
             self.logic.load(shard, rest)
             deque(rest, maxlen=0)  # what the family did not read restores the shard all the same
+            shard.put(FORMAT_KEY, FORMAT, 2)  # what this release writes from now on
             shard.durable_watermark = shard.watermark
             shard.expired_before = shard.watermark - self.settings.retention_s
             self._resend_open_windows(shard)
@@ -477,9 +479,11 @@ class ShardRuntime:
             if local.startswith("ingest|"):
                 shard.ingest[local[7:]] = IngestProgress.from_state(value)
                 shard.ingest_durable[local[7:]] = shard.ingest[local[7:]]
+            elif local == FORMAT_KEY:
+                check_format(value, f"the table of shard {shard.family}:{shard.partition}")
             elif local == "floors":
                 shard.floors = {int(k): v for k, v in value.items()}
-            elif local.startswith("w|"):
+            elif is_window_key(local):
                 shard.watermark = max(shard.watermark, value.get("wm", -math.inf))
                 _, size, start = parse_window_key(local)
                 shard.store(local, value, start + size)
@@ -635,10 +639,8 @@ class ShardRuntime:
         try:
             doc = orjson.loads(value or b"")
             kind = doc["k"]
-            if kind == "floors":
-                floors = {int(k): None if v is None else [float(v[0]), float(v[1])]
-                          for k, v in doc["f"].items()}
-                shard.floors.update(floors)
+            if kind == Floors.KIND:
+                shard.floors.update(Floors.from_doc(doc).floors)
                 shard.floors_changed = True
                 return Message(src, offset, [], kind), []
             validate = self.logic.validator(kind) if isinstance(kind, str) else None
@@ -694,10 +696,8 @@ class ShardRuntime:
         for local in list(shard.slots):
             slot = shard.slots[local]
             if slot.dirty:
-                await self.partials.send(value=orjson.dumps({
-                    "t": "p", "shard": f"{shard.family}:{shard.partition}", "key": local,
-                    "s": slot.state.to_state(),
-                }))
+                await self.partials.send(value=Partial(
+                    f"{shard.family}:{shard.partition}", local, slot.state.to_state()).encode())
                 slot.dirty = False
             if slot.end < shard.watermark - self.settings.grace_s - max_size:
                 del shard.slots[local]  # cold: reloaded from the table if touched again
@@ -755,8 +755,7 @@ class ShardRuntime:
                    if p not in self.announced or self.announced[p] != f}
         if not changed:
             return
-        value = orjson.dumps({"k": "floors", "e": [],
-                              "f": {str(p): f for p, f in changed.items()}})
+        value = Floors(changed).encode()
         self.announced.update(changed)
         for partition in range(self.settings.partitions):
             # Not awaited (a heartbeat must not wait out a broker outage): the partition
@@ -808,7 +807,7 @@ class ShardRuntime:
             backlog[tp.partition] = backlog.get(tp.partition, 0) + waiting
             if self.logic.sources[tp.topic] != FORWARDED:
                 own_backlog[tp.partition] = own_backlog.get(tp.partition, 0) + waiting
-        report = {}
+        report: dict[str, tuple[float | None, bool]] = {}
         for partition, waiting in backlog.items():
             shard = self.shards[partition]
             wm = None if shard.durable_watermark == -math.inf else shard.durable_watermark
@@ -818,8 +817,8 @@ class ShardRuntime:
             if now - shard.forwarded_at < FORWARD_HOLD_S:  # the receivers may not show them
                 held = True
                 wm = shard.forwarded_min if wm is None else min(wm, shard.forwarded_min)
-            report[f"{self.logic.family}:{partition}"] = [wm, waiting == 0 and not held]
-        await self.partials.send(value=orjson.dumps({"t": "h", "shards": report}))
+            report[f"{self.logic.family}:{partition}"] = (wm, waiting == 0 and not held)
+        await self.partials.send(value=Heartbeats(report).encode())
         if self.forwarding:
             await self._announce({
                 p: None if self.shards[p].own_quiet(now) and not own_backlog.get(p)

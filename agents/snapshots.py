@@ -29,11 +29,33 @@ from agents.aggregators.drift import psi
 from agents.aggregators.window import WindowState
 from agents.alerts import RuleState, Transition, applies, evaluate, evaluate_signal
 from agents.closing import EventClock
-from agents.shard import parse_window_key, window_key
+from agents.messages import (
+    ALERT,
+    DRIFT,
+    FORMAT,
+    FORMAT_KEY,
+    LIFECYCLE,
+    PART,
+    RETRAIN,
+    WINDOW,
+    Deployments,
+    Heartbeats,
+    Partial,
+    StageRecord,
+    alert_key,
+    check_format,
+    decode_stage_record,
+    is_window_key,
+    model_key,
+    parse_part_key,
+    parse_window_key,
+    part_key,
+    stage_key_kind,
+    window_key,
+)
 from core.faust_internals import TableWrite, apply_local, send_changelog
 from core.settings import AlertRule, Settings
 from schemas import entities
-from schemas.codec import VALIDATORS
 from schemas.fields import MAX_MAGNITUDE
 from schemas.outputs import STREAMING_METRICS
 
@@ -47,14 +69,6 @@ LIFECYCLE_PART = "lifecycle"
 # What reading a malformed record raises (a forged one: only the shards write the topic).
 DATA_ERRORS = (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError,
                IndexError)
-
-
-def part_key(part: str, key: str) -> str:
-    """The table key of one shard's partial (or the lifecycle part) of window `key`.
-
-    Each partial is its own table value: one value holding every shard's partial of a window
-    would grow with the partition count past the message limit."""
-    return f"pt|{part}|{key}"
 
 
 @dataclass
@@ -118,27 +132,31 @@ class SnapshotStage:
         self.entries.clear()
         parts: dict[str, dict[str, Any]] = {}
         for key, value in self.table.items():
-            if key.startswith("w|"):
+            kind, rest = stage_key_kind(key)
+            if kind == WINDOW:
                 # "parts" inside the value: written by a version before `part_key`
                 self.entries[key] = Entry(dict(value.get("parts", {})), value["rev"],
                                           value["closed"])
-            elif key.startswith("pt|"):
-                _, part, window = key.split("|", 2)
+            elif kind == PART:
+                part, window = parse_part_key(key)
                 parts.setdefault(window, {})[part] = value
-            elif key.startswith("lc|"):
-                self.models[key[3:]] = value
-            elif key == "sources":
+            elif kind == LIFECYCLE:
+                self.models[rest] = value
+            elif kind == "sources":
                 self.sources = dict(value)
-            elif key == "factory":
+            elif kind == "factory":
                 self.factory_revs = dict(value)
-            elif key == "horizon":
+            elif kind == "horizon":
                 self.forgotten_before = value
-            elif key.startswith("alert|"):
+            elif kind == ALERT:
                 self.alert_states[key] = value
-            elif key.startswith("drift|"):
-                self.drift[key[6:]] = value
-            elif key.startswith("retrain|"):
-                self.retrain[key[8:]] = value
+            elif kind == DRIFT:
+                self.drift[rest] = value
+            elif kind == RETRAIN:
+                self.retrain[rest] = value
+            elif kind == FORMAT_KEY:
+                check_format(value, "the snapshot stage's table")
+        self.writes[FORMAT_KEY] = FORMAT  # what this release writes from now on
         for window, found in parts.items():  # a partial written before its window's first
             self.entries.setdefault(window, Entry()).parts.update(found)  # publication
         self.loaded = True
@@ -248,17 +266,17 @@ class SnapshotStage:
             info["version"] = event["version"]
             # a new version starts a new reference (or the pinned), and new detectors
             self.drift.pop(model, None)
-            self.writes[f"drift|{model}"] = _fresh_drift()
+            self.writes[model_key(DRIFT, model)] = _fresh_drift()
             pending = self.retrain.get(model, {}).get("pending")
             if pending is not None and event.get("trigger") == "drift":
                 lead = max(ts - pending["end"], 0.0)
                 self.retrain[model]["pending"] = None
-                self.writes[f"retrain|{model}"] = self.retrain[model]
+                self.writes[model_key(RETRAIN, model)] = self.retrain[model]
         if kind == "training_finished":
             bisect.insort(info["retrains"], ts)
             cutoff = bisect.bisect_left(info["retrains"], ts - self.settings.retention_s)
             del info["retrains"][:max(cutoff - 1, 0)]  # keep one retrain older than retention
-        self.writes[f"lc|{model}"] = info
+        self.writes[model_key(LIFECYCLE, model)] = info
         for size in self.settings.window_sizes:
             start = math.floor(ts / size) * size
             key = window_key(entities.model(model), size, start)
@@ -348,7 +366,7 @@ class SnapshotStage:
     async def _publish_factory(self, size: float, start: float) -> int:
         merged = WindowState()
         for key, entry in self.entries.items():
-            if key.startswith("w|m:"):
+            if is_window_key(key) and parse_window_key(key)[0].startswith("m:"):
                 _, s, st = parse_window_key(key)
                 if s == size and st == start:
                     merged = merged.merge(self._merged(key, entry))
@@ -395,7 +413,7 @@ class SnapshotStage:
         a window read; the first window read needs `drift.min_predictions`): when labels come
         late, a window's first revisions hold a handful, whose error rate is noise."""
         drift = self.drift.setdefault(model, _fresh_drift())
-        self.writes[f"drift|{model}"] = drift
+        self.writes[model_key(DRIFT, model)] = drift
         config = self.settings.drift
         out: dict[str, Any] = {}
         if drift.get("shift") is not None:
@@ -478,12 +496,12 @@ class SnapshotStage:
                 signals["score_shift"] = shifts.get("score", 0.0)
                 signals["feature_shift"] = max(
                     (v for k, v in shifts.items() if k.startswith("f:")), default=0.0)
-            self.writes[f"drift|{model}"] = drift
+            self.writes[model_key(DRIFT, model)] = drift
             entity = entities.model(model)
             for rule in self.settings.alerts:
                 value = signals.get(rule.metric)
                 if value is not None and applies(rule, "model", model, size):
-                    key = f"alert|{rule.name}|{entity}"
+                    key = alert_key(rule.name, entity)
                     state = RuleState.from_state(self.alert_states.get(key))
                     transition = evaluate_signal(rule, state, start, start + size, value)
                     await self._record(rule, key, entity, state, transition, start, size,
@@ -517,7 +535,7 @@ class SnapshotStage:
             if rule.metric in STREAMING_METRICS or not applies(
                     rule, entities.SCOPES[scope], name, size):
                 continue
-            key = f"alert|{rule.name}|{entity}"
+            key = alert_key(rule.name, entity)
             state = RuleState.from_state(self.alert_states.get(key))
             raw = snapshot.get(rule.metric)
             value = None if raw is None else float(raw)
@@ -555,7 +573,7 @@ class SnapshotStage:
         if state.requested_end is not None and end - state.requested_end < rule.cooldown_s:
             return
         state.requested_end = end
-        key = f"alert|{rule.name}|{entities.model(model)}"
+        key = alert_key(rule.name, entities.model(model))
         self.alert_states[key] = self.writes[key] = state.to_state()
         version = self.models.get(model, {}).get("version")
         request = {"request_id": f"{model}:{rule.name}:{start:.0f}", "model": model,
@@ -570,7 +588,7 @@ class SnapshotStage:
                                             for s, e, v in state.recent],
                                 "reference_version": version}}
         info["last_end"], info["pending"] = end, {"id": request["request_id"], "end": end}
-        self.writes[f"retrain|{model}"] = info
+        self.writes[model_key(RETRAIN, model)] = info
         await self.retraining.send(key=model.encode(), value=orjson.dumps(request))
 
     def write(self, event: Any) -> TableWrite:
@@ -647,7 +665,7 @@ def _reference_moments(reference: WindowState) -> dict[str, list[float]]:
 
 
 def _start_of(key: str) -> float:
-    return parse_window_key(key)[2] if key.startswith("w|") else 0.0
+    return parse_window_key(key)[2] if is_window_key(key) else 0.0
 
 
 def _readable(state: Any) -> bool:
@@ -658,28 +676,15 @@ def _readable(state: Any) -> bool:
     return True
 
 
-def _apply(stage: SnapshotStage, doc: Any) -> None:
-    """One record of the partials topic: a window's partial, heartbeats, or deployments.
-    Checked whole before anything is applied."""
-    kind = doc["t"]
-    if kind == "p":
-        shard, key, state = doc["shard"], doc["key"], doc["s"]
-        if not (isinstance(shard, str) and isinstance(key, str) and isinstance(state, dict)):
-            raise TypeError("a partial needs a shard, a key and a state")
-        parse_window_key(key)
-        stage.on_partial(shard, key, state)  # its state is read when published (`_merged`)
-    elif kind == "h":
-        beats = [(str(shard), None if wm is None else float(wm), bool(idle))
-                 for shard, (wm, idle) in doc["shards"].items()]
-        for shard, watermark, idle in beats:
+def _apply(stage: SnapshotStage, record: StageRecord) -> None:
+    """One record of the partials topic: a window's partial, heartbeats, or deployments."""
+    if isinstance(record, Partial):
+        stage.on_partial(record.shard, record.key, record.state)  # read when published
+    elif isinstance(record, Heartbeats):
+        for shard, (watermark, idle) in record.shards.items():
             stage.on_heartbeat(shard, watermark, idle)
-    elif kind == "d":
-        src, offset, events = doc["src"], int(doc["o"]), doc["e"]
-        if not isinstance(src, str) or not isinstance(events, list):
-            raise TypeError("deployments need a source and a list of events")
-        stage.on_deployments(src, offset, [VALIDATORS["deployments"](e) for e in events])
-    else:
-        raise ValueError(f"unknown record type {kind!r}")
+    elif isinstance(record, Deployments):
+        stage.on_deployments(record.source, record.offset, record.events)
 
 
 async def run(stage: SnapshotStage, stream: Any) -> None:
@@ -702,7 +707,7 @@ async def _step(stage: SnapshotStage, events: list[Any]) -> None:
         stage.load()
     for event in events:
         try:
-            _apply(stage, orjson.loads(event.value or b""))
+            _apply(stage, decode_stage_record(event.value))
         except DATA_ERRORS as exc:
             # Only the shards write here, but anyone who can reach the topic could: a
             # malformed record is skipped and counted, never let crash the stage.

@@ -1,7 +1,7 @@
 """Detection delay and false alarms of the service's drift alerts, side by side with River's.
 
   python bench/drift_eval.py [--events 200000] [--window 1000] [--seeds 3] [--partitions 4]
-                             [--flush N] [--kinds abrupt,small-abrupt,...]
+                             [--flush N] [--kinds abrupt,small-abrupt,...] [--jobs N]
 
 Each stream is one binary classifier's predictions (3 numeric features and a score) with
 labels, at `--window` predictions per 60 s window. It goes through the service's own path,
@@ -25,6 +25,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import multiprocessing
+import os
 import sys
 import tempfile
 from collections.abc import Callable
@@ -245,8 +247,28 @@ class Tally:
         return text, per_million
 
 
-def main() -> None:
+Job = tuple[str, int, int, int, int, int]
+
+
+def _one(job: Job) -> tuple[Stream, list[tuple[int, dict[str, Any]]], list[int],
+                            dict[str, list[int]]]:
+    """One stream through the service and through River: the stream, our firing alerts,
+    our retraining requests, and each River detector's alarms (run in a worker process)."""
     from river import drift  # the comparison's only use of River: not a dependency
+
+    kind, seed, events, window, partitions, flush = job
+    stream = make(kind, events, window, np.random.default_rng(seed))
+    with tempfile.TemporaryDirectory() as tmp:
+        outcome = run_service(stream, partitions, flush, Path(tmp))
+    firing = [(at, a) for at, a in outcome.alerts if a["state"] == "firing"]
+    river = {f"{label} ({watched})": river_alarms(stream, watched, detector)
+             for watched in stream.watched
+             for label, detector in (("River ADWIN", drift.ADWIN),
+                                     ("River PageHinkley", drift.PageHinkley))}
+    return stream, firing, outcome.requests, river
+
+
+def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -259,6 +281,8 @@ def main() -> None:
     parser.add_argument("--flush", type=int, default=None,
                         help="predictions per flush (default: a worker's flush interval)")
     parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="streams run at once, one process each")
     args = parser.parse_args()
     if args.flush is None:
         interval = load_settings({}).flush_interval_s
@@ -272,14 +296,17 @@ def main() -> None:
     print("| stream | detector | delay | false alarms / M |")
     print("|---|---|---|---|")
     once: dict[str, int] = {}
-    for kind in args.kinds.split(","):
+    kinds = args.kinds.split(",")
+    jobs = [(kind, seed, args.events, args.window, args.partitions, args.flush)
+            for kind in kinds for seed in range(args.seeds)]
+    with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+        results = dict(zip(jobs, pool.map(_one, jobs), strict=True))
+    for kind in kinds:
         tallies: dict[str, Tally] = {}
         duplicates = 0
         for seed in range(args.seeds):
-            stream = make(kind, args.events, args.window, np.random.default_rng(seed))
-            with tempfile.TemporaryDirectory() as tmp:
-                outcome = run_service(stream, args.partitions, args.flush, Path(tmp))
-            firing = [(at, a) for at, a in outcome.alerts if a["state"] == "firing"]
+            stream, firing, requests, river = results[
+                (kind, seed, args.events, args.window, args.partitions, args.flush)]
             ids = [a["alert_id"] for _, a in firing]
             duplicates += len(ids) - len(set(ids))
             drifting = [at for at, a in firing if a["rule"] in drift_rules]
@@ -289,12 +316,9 @@ def main() -> None:
                     [at for at, a in firing if a["rule"] == name], stream)
             others = [at for at, a in firing if a["rule"] not in drift_rules]
             tallies.setdefault("ours: any other rule", Tally()).add(others, stream)
-            tallies.setdefault("ours: retraining request", Tally()).add(outcome.requests, stream)
-            for watched in stream.watched:
-                for label, detector in (("River ADWIN", drift.ADWIN),
-                                        ("River PageHinkley", drift.PageHinkley)):
-                    tallies.setdefault(f"{label} ({watched})", Tally()).add(
-                        river_alarms(stream, watched, detector), stream)
+            tallies.setdefault("ours: retraining request", Tally()).add(requests, stream)
+            for name, alarms in river.items():
+                tallies.setdefault(name, Tally()).add(alarms, stream)
         once[kind] = duplicates
         for name, tally in tallies.items():
             delay, false = tally.row()

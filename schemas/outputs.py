@@ -114,6 +114,7 @@ class MetricSnapshot:
     engagement_rate: float | None = metric("share", 8, "engaged / predictions")
     innovations: int | None = metric("count", 10, "deployments of new models or features")
     innovation_share: float | None = metric("share", 10, "innovations / deployments")
+    score_mean: float | None = metric("score", 3, "mean score (to the histogram's 0.01)")
     drift_psi: float | None = metric("psi", 3, "PSI of the score against the reference")
     drift_psi_features: dict[str, float] | None = metric(  # noqa: RUF009 (a field spec)
         "psi", 3, "PSI of each numeric feature against the reference")

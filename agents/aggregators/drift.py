@@ -58,7 +58,11 @@ class Scores:
         return self.hist.weight
 
     def value(self) -> dict[str, Any] | None:
-        return None  # drift is reported against a reference, by the snapshot stage
+        # drift is reported against a reference, by the snapshot stage
+        if self.hist.weight <= 0:
+            return None
+        total = sum(k * w for k, w in self.hist.buckets.items()) / self.hist.bins
+        return {"score_mean": total / self.hist.weight}
 
 
 # Buckets per feature: PSI needs ten bins cut at the reference's deciles (a normal feature
@@ -82,8 +86,9 @@ class ValueSketch:
     level where a bucket spans many decades (PSI then compares coarse bins, still in order).
 
     The level is always the lowest at which the keys seen fit, a function of the values seen
-    only, so merging stays exact: merging sketches in any order or grouping gives what one
-    sketch fed every value gives.
+    only, so merging stays exact: merging sketches in any order or grouping gives the buckets
+    one sketch fed every value gives. The sums beside them (`moments`, read by the
+    mean-shift detector, never published) are exact to the doubles' rounding.
     """
 
     __slots__ = ("buckets", "level", "max_buckets", "moments")
@@ -95,9 +100,9 @@ class ValueSketch:
         self.level = 0
         # coarsening ends at five keys: zero, and magnitudes below or above 1 of either sign
         self.max_buckets = max(max_buckets, 5)
-        # the values' exact sum and sum of squares (values are within +-2**53, squares far
-        # from overflowing): the per-value mean-shift detector reads the new values of each
-        # partial as the difference of two sums; NaN when the state was written without them
+        # the values' sum and sum of squares: the per-value mean-shift detector reads the new
+        # values of each partial as the difference of two sums; NaN when unknown (a state
+        # written without them, or sums past the doubles' range: features are unbounded)
         self.moments = [0.0, 0.0]
 
     def update(self, values: FloatArray) -> None:
@@ -149,7 +154,9 @@ class ValueSketch:
 
     def to_state(self) -> list[list[Any]]:
         keys = sorted(self.buckets)
-        return [keys, [int(self.buckets[k]) for k in keys], [self.level], self.moments]
+        # a sum past the doubles' range (features are not bounded) is unknown: null
+        moments = [v if math.isfinite(v) else None for v in self.moments]
+        return [keys, [int(self.buckets[k]) for k in keys], [self.level], moments]
 
     @classmethod
     def from_state(cls, state: list[list[Any]]) -> ValueSketch:

@@ -358,7 +358,9 @@ def test_feature_sketches_merge_exactly_in_any_order(seed: int, max_buckets: int
     whole.update(np.concatenate(parts))
     a, b, c = sketches
     for merged in (a.merge(b).merge(c), a.merge(b.merge(c)), c.merge(a).merge(b)):
-        assert merged.to_state() == whole.to_state()
+        assert merged.to_state()[:3] == whole.to_state()[:3]
+        # the sums (for the mean-shift detector, never published) to the doubles' rounding
+        assert merged.moments == pytest.approx(whole.moments, rel=1e-12, abs=1e-9)
     assert len(whole.buckets) <= max_buckets
 
 

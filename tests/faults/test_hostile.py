@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from agents.shard import window_key
+from agents.messages import window_key
 from core.topics import BYID_TOPIC, PARTIALS_TOPIC
 from schemas import entities
 from tests.harness import Env, Worker, configured_worker, produce, read_all, wait_for

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import f1_score, precision_score, recall_score
 
-from agents.aggregators.drift import MAX_FEATURES, Features
+from agents.aggregators.drift import MAX_FEATURES, Features, Scores
 from agents.aggregators.quality import Quality
 from agents.aggregators.sketch import LinearHistogram, LogSketch
 from agents.aggregators.throughput import Throughput
@@ -126,3 +126,13 @@ def test_feature_sketches_are_capped_the_same_whichever_shard_saw_which_name() -
     merged = left.merge(right)
     assert sorted(merged.sketches) == names[:MAX_FEATURES] == sorted(whole.sketches)
     assert merged.to_state() == whole.to_state()
+
+
+def test_score_mean_is_the_histograms_mean() -> None:
+    scores = Scores()
+    assert scores.value() is None
+    values = np.random.default_rng(3).beta(2, 5, 10_000)
+    scores.update(np.append(values, np.nan))
+    out = scores.value()
+    assert out is not None
+    assert out["score_mean"] == pytest.approx(values.mean(), abs=0.005)
