@@ -788,6 +788,7 @@ def _webhook(item: dict[str, Any], where: str, env: Mapping[str, str]) -> Webhoo
         name=_str(f"{where}.name", item["name"]), url=_url(f"{where}.url", item["url"]),
         template=template, body=body, vars=variables, secret_env=secret, headers_env=headers,
         max_attempts=_int(f"{where}.max_attempts", item.get("max_attempts", _W.max_attempts),
-                          1, 100),
-        timeout_s=parse_duration(f"{where}.timeout", item.get("timeout", _W.timeout_s)),
+                          1, 20),
+        timeout_s=_bounded(f"{where}.timeout", parse_duration(
+            f"{where}.timeout", item.get("timeout", _W.timeout_s)), 0.001, 60.0),
     )

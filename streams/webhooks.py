@@ -35,6 +35,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from core.kafka import client_kwargs
 from core.settings import ConfigError, Settings, Webhook
@@ -46,6 +47,9 @@ SIGNATURE_HEADER = "X-Factory-Signature-256"
 RETRY_STATUSES = frozenset({408, 429})
 FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 60.0
+# The longest one request may take at webhooks.max_attempts (20) and timeout (60 s): backoff
+# 1 + 2 + ... + 32 + 14 x 60 s and 20 timeouts, about 37 minutes.
+MAX_DELIVERY_S = 3600
 
 # Ready-made bodies (`template = "airflow"`, ...); `body` in the config replaces them.
 TEMPLATES: dict[str, Any] = {
@@ -202,16 +206,23 @@ class Deliveries:
         consumer = AIOKafkaConsumer(topic, group_id=f"{self.settings.app_id}-webhooks",
                                     enable_auto_commit=False, auto_offset_reset="earliest",
                                     session_timeout_ms=int(self.settings.session_timeout_s * 1000),
+                                    # a request retried `max_attempts` times takes minutes
+                                    max_poll_interval_ms=MAX_DELIVERY_S * 1000,
                                     **client_kwargs(self.settings))
         await consumer.start()
         try:
             async with aiohttp.ClientSession() as session:
                 while True:
-                    batch = await consumer.getmany(timeout_ms=1000, max_records=50)
+                    batch = await consumer.getmany(timeout_ms=1000, max_records=1)
                     for tp, records in batch.items():
                         for record in records:
                             await self._one(session, record.value, record.offset)
-                            await consumer.commit({tp: record.offset + 1})
+                            try:
+                                await consumer.commit({tp: record.offset + 1})
+                            except (CommitFailedError, IllegalStateError):
+                                log.info("retraining partition %d moved before a commit; its "
+                                         "next owner sends offset %d again (same "
+                                         "Idempotency-Key)", tp.partition, record.offset)
         finally:
             await consumer.stop()
 
