@@ -31,7 +31,8 @@ def _metrics_in(expr: str) -> set[str]:
 
 def test_compose_has_the_services_and_the_shapes_asked_for() -> None:
     services = COMPOSE["services"]
-    assert set(services) == {"kafka", "worker", "collector", "prometheus", "grafana"}
+    assert set(services) == {"kafka", "worker", "collector", "alertmanager", "prometheus",
+                             "grafana"}
     assert services["worker"]["deploy"]["replicas"] == 2
     devices = services["collector"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia"
@@ -70,8 +71,16 @@ def test_service_commands_are_cli_commands() -> None:
 
 
 def test_the_mounted_configuration_loads() -> None:
-    settings = load_settings({"FACTORY_CONFIG": str(DOCKER / "factory.toml")})
+    settings = load_settings({**COMPOSE["services"]["worker"]["environment"],
+                              "FACTORY_CONFIG": str(DOCKER / "factory.toml")})
     assert settings.window_sizes == (60.0, 3600.0, 86400.0)
+    assert settings.alertmanager.urls == ("http://alertmanager:9093",)
+
+
+def test_the_alertmanager_config_routes_the_labels_the_workers_send() -> None:
+    config = yaml.safe_load((DOCKER / "alertmanager" / "alertmanager.yml").read_text())
+    assert set(config["route"]["group_by"]) <= {"alertname", "model", "severity", "scope"}
+    assert config["route"]["receiver"] in {r["name"] for r in config["receivers"]}
 
 
 def test_prometheus_config_and_rules_parse_and_name_real_metrics() -> None:
