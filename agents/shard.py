@@ -45,11 +45,13 @@ from core import deadletter
 from core.faust_internals import (
     BulkReader,
     TableWrite,
+    active_partitions,
     apply_local,
     as_event,
     release,
     rewind,
     send_changelog,
+    send_watched,
 )
 from core.kafka import first_offset
 from core.settings import Settings
@@ -762,7 +764,7 @@ class ShardRuntime:
             # keeps the order, and a failed send makes the next heartbeat announce again.
             message = self.byid.as_future_message(value=value, partition=partition)
             message.add_done_callback(self._announce_failed)
-            await self.byid.publish_message(message, wait=False)
+            await send_watched(self.byid, message)
 
     def _announce_failed(self, message: asyncio.Future[Any]) -> None:
         if not message.cancelled() and message.exception() is not None:
@@ -788,8 +790,7 @@ class ShardRuntime:
         """
         if self.app.rebalancing or self.app.in_recovery:
             return  # the assignment and the tables are not settled yet
-        tps = [tp for tp in self.app.assignor.assigned_actives()
-               if tp.topic in self.logic.sources]
+        tps = [tp for tp in active_partitions(self.app) if tp.topic in self.logic.sources]
         if not tps:
             return
         consumer = self.app.consumer

@@ -53,7 +53,7 @@ from agents.messages import (
     stage_key_kind,
     window_key,
 )
-from core.faust_internals import TableWrite, apply_local, send_changelog
+from core.faust_internals import TableWrite, apply_local, batches, send_changelog
 from core.settings import AlertRule, Settings
 from schemas import entities
 from schemas.fields import MAX_MAGNITUDE
@@ -690,7 +690,7 @@ def _apply(stage: SnapshotStage, record: StageRecord) -> None:
 async def run(stage: SnapshotStage, stream: Any) -> None:
     """The agent body: apply a batch of partials, heartbeats and deployments, then publish."""
     settings = stage.settings
-    async for events in stream.noack_take(settings.max_batch, within=settings.flush_interval_s):
+    async for events in batches(stream, settings.max_batch, settings.flush_interval_s):
         try:
             await _step(stage, events)
         except BaseException:

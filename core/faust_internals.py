@@ -334,6 +334,34 @@ _BUILTIN_VIEWS = "faust.web.apps."
 PRODUCER_BUFFER_MESSAGES = 10_000
 
 
+def batches(stream: Any, size: int, within: float) -> Any:
+    """Batches of up to `size` events (or what came within `within` seconds) that stay
+    unacknowledged until the caller acks each, after its table writes are durable.
+
+    Faust's public `Stream.take` acknowledges a batch as it yields it, so a crash between
+    yield and write would commit records nobody applied; `noack_take` is faust-streaming's
+    variant without that (0.15, undocumented)."""
+    return stream.noack_take(size, within=within)
+
+
+def send_watched(topic: Any, message: asyncio.Future[Any]) -> Any:
+    """Hand `message` (from `topic.as_future_message`) to the producer's buffer without
+    waiting for delivery; the message's own future reports the outcome.
+
+    `Topic.send` awaits the producer's future, and a refusal (a record too large, an
+    unknown topic) lands only on the message future, which nobody would read: callers keep
+    and watch that one. `publish_message(..., wait=False)` is the channel API under `send`."""
+    return topic.publish_message(message, wait=False)
+
+
+def active_partitions(app: Any) -> set[TP]:
+    """The partitions this worker owns as active (not as a standby replica of a table):
+    only those report heartbeats. Faust's public `consumer.assignment()` mixes in the
+    standbys; its assignor keeps them apart."""
+    actives: set[TP] = app.assignor.assigned_actives()
+    return actives
+
+
 def widen_producer_buffer(app: Any) -> None:
     """Let Faust's producer buffer hold a whole flush (`app.producer.buffer` has no setting;
     its `max_messages` attribute is read at each send)."""

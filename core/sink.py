@@ -17,6 +17,8 @@ from typing import Any
 
 from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
 
+from core.faust_internals import send_watched
+
 log = logging.getLogger(__name__)
 
 # Refusals that a retry of the same record cannot fix.
@@ -42,7 +44,7 @@ class OutputSink:
         # its own message future, which nobody would read: keep and watch that one instead.
         future: asyncio.Future[Any] = self.topic.as_future_message(key=key, value=value)
         future.add_done_callback(lambda f: self._delivered(f, key, len(value)))
-        await self.topic.publish_message(future, wait=False)
+        await send_watched(self.topic, future)
         return future
 
     def _delivered(self, future: asyncio.Future[Any], key: bytes | None, size: int) -> None:

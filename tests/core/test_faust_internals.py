@@ -141,3 +141,29 @@ def test_the_private_attributes_the_adapter_sets_and_calls_exist_in_the_pinned_v
     assert "self.max_messages" in inspect.getsource(type(app.producer.buffer))
     assert callable(AIOKafkaClient.force_metadata_update)  # returns an awaitable future
     assert "_client" in inspect.getsource(AIOKafkaConsumer.__init__)
+
+
+def test_the_undocumented_channel_stream_and_assignor_calls_exist_in_the_pinned_versions(
+) -> None:
+    """What `batches`, `send_watched` and `active_partitions` call: `Stream.noack_take`
+    (which must not acknowledge what it yields), `Channel.publish_message` with `wait`, and
+    the assignor's `assigned_actives`."""
+    import inspect
+
+    import faust
+    from faust.assignor import PartitionAssignor
+    from faust.channels import Channel
+    from faust.streams import Stream
+
+    def acks(method: object) -> bool:
+        source = inspect.getsource(method)  # type: ignore[arg-type]
+        code = [line.split("#")[0] for line in source.splitlines()]
+        return any("self.ack(" in line for line in code)
+
+    assert acks(Stream.take)
+    assert not acks(Stream.noack_take)
+    assert "wait" in inspect.signature(Channel.publish_message).parameters
+    assert callable(Channel.as_future_message)
+    assert callable(PartitionAssignor.assigned_actives)
+    app = faust.App("pin-check-2", broker="kafka://localhost:1")
+    assert app.assignor.assigned_actives() == set()
