@@ -93,6 +93,7 @@ def _check(record: Any) -> dict[str, Any]:
     """The alert record, or TypeError: a forged or broken record is skipped, not sent."""
     if not isinstance(record, dict):
         raise TypeError(f"expected an object, got {type(record).__name__}")
+    record.setdefault("scope", "model")  # the record's default (schemas.outputs.Alert)
     for name in ("rule", "model", "state", "severity", "scope", "metric"):
         if not isinstance(record.get(name), str):
             raise TypeError(f"{name}: expected a string")
