@@ -526,13 +526,16 @@ class ShardRuntime:
         The messages come in bulk from the consumer's fetches (`BulkReader`), not one by one
         through the stream; the stream's channel is still iterated once, which subscribes the
         topics and makes this agent own their partitions. A batch ends at `max_batch`
-        messages or after `flush_interval_s`, whichever comes first.
+        messages, `max_batch_bytes` of them, or after `flush_interval_s`, whichever comes
+        first: the bytes bound what a flush holds in memory whatever the messages' size,
+        the count lets a flush spread its fixed cost over many one-event messages.
         """
         settings = self.settings
         aiter(stream.channel)
         self.reader = BulkReader(self.app, self.logic.sources, self.app.conf.stream_buffer_maxsize)
         while True:
-            messages = await self.reader.take(settings.max_batch, settings.flush_interval_s)
+            messages = await self.reader.take(settings.max_batch, settings.max_batch_bytes,
+                                              settings.flush_interval_s)
             try:
                 await self._process(messages)
             except BaseException:

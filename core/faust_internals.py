@@ -97,6 +97,7 @@ class BulkReader:
         self.topics = frozenset(topics)
         self.limit = limit
         self.queue: deque[Any] = deque()
+        self.queued_bytes = 0  # of the values queued
         self.held: Counter[Any] = Counter()  # messages queued, by partition
         self.arrived = asyncio.Event()
         readers = _readers(app.consumer)
@@ -122,6 +123,7 @@ class BulkReader:
             if last and offset - last > 1 and acking(tp.topic):
                 await consumer._add_gap(tp, last + 1, offset)
             self.queue.append(consumer._to_message(tp, record))
+            self.queued_bytes += len(record.value or b"")
             read_offset[tp] = offset
             self.held[tp] += 1
         for tp in records:
@@ -130,32 +132,37 @@ class BulkReader:
         if self.queue:
             self.arrived.set()
 
-    async def take(self, max_messages: int, within: float) -> list[Any]:
-        """Up to `max_messages` messages, tracked as unacknowledged: as soon as that many
-        wait, else what waits after `within` (Faust's `noack_take`); never while a
-        rebalance holds the flow."""
+    async def take(self, max_messages: int, max_bytes: int, within: float) -> list[Any]:
+        """Messages until `max_messages` of them, or their values reach `max_bytes` (one
+        message at least), tracked as unacknowledged: as soon as that much waits, else what
+        waits after `within` (Faust's `noack_take`); never while a rebalance holds the
+        flow."""
         loop = asyncio.get_running_loop()
         while True:
             deadline = loop.time() + within
-            while len(self.queue) < max_messages and loop.time() < deadline:
+            while (len(self.queue) < max_messages and self.queued_bytes < max_bytes
+                   and loop.time() < deadline):
                 self.arrived.clear()
                 with suppress(TimeoutError):
                     await asyncio.wait_for(self.arrived.wait(), deadline - loop.time())
             if self.queue and self.app.flow_control.is_active():
-                taken = self._take(max_messages)
+                taken = self._take(max_messages, max_bytes)
                 if taken:
                     return taken
             elif self.queue:
                 await asyncio.sleep(within)  # a rebalance holds the flow: wait it out
 
-    def _take(self, max_messages: int) -> list[Any]:
+    def _take(self, max_messages: int, max_bytes: int) -> list[Any]:
         consumer = self.app.consumer
         generation = self.app.consumer_generation_id
         unacked = consumer._unacked_messages
         taken: list[Any] = []
+        size = 0
         touched = set()
-        while self.queue and len(taken) < max_messages:
+        while self.queue and len(taken) < max_messages and (size < max_bytes or not taken):
             message = self.queue.popleft()
+            value = len(message.value or b"")
+            self.queued_bytes -= value
             self.held[message.tp] -= 1
             touched.add(message.tp)
             if message.generation_id != generation:
@@ -163,6 +170,7 @@ class BulkReader:
             message.tracked = True
             unacked.add(message)
             taken.append(message)
+            size += value
         for tp in touched:
             if tp in consumer._buffered_partitions and self.held[tp] <= self.limit // 2:
                 consumer.on_buffer_drop(tp)
@@ -172,6 +180,7 @@ class BulkReader:
         """Drop what waits of partitions no longer assigned (their next owner reads it)."""
         gone = set(partitions)
         self.queue = deque(m for m in self.queue if m.partition not in gone)
+        self.queued_bytes = sum(len(m.value or b"") for m in self.queue)
         for tp in [tp for tp in self.held if tp.partition in gone]:
             del self.held[tp]
 

@@ -215,7 +215,9 @@ class Settings:
     # cannot share a web port). None (set it to "") means dynamic membership.
     instance_id: str | None = None
     flush_interval_s: float = 0.5
-    max_batch: int = 200
+    # a flush takes at most this many input messages, and this many bytes of them
+    max_batch: int = 4000
+    max_batch_bytes: int = 16 * 1024 * 1024
     session_timeout_s: float = 10.0
     # Kafka's default message limit: input messages over it are dead-lettered, outputs over
     # it are not sent (counted and logged); input topics accept up to 4x so that an
@@ -327,7 +329,7 @@ _SECTIONS = {
     "kafka": {"bootstrap", "topic_prefix", "partitions", "replication_factor",
               "session_timeout", "max_message_bytes"},
     "worker": {"app_id", "store", "state_dir", "web_host", "web_port", "flush_interval",
-               "max_batch", "idle", "instance_id"},
+               "max_batch", "max_batch_bytes", "idle", "instance_id"},
     "windows": {"sizes", "retention", "label_horizon", "grace", "max_future", "max_age"},
     "prices": {"per_hour", "per_kwh"},
     "retraining": {"cooldown", "webhook_max_age"},
@@ -427,6 +429,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         if "worker.instance_id" in values else _default_instance_id(web_port),
         flush_interval_s=get("worker.flush_interval", D.flush_interval_s, parse_duration),
         max_batch=get("worker.max_batch", D.max_batch, lambda k, v: _int(k, v, 1, 1_000_000)),
+        max_batch_bytes=get("worker.max_batch_bytes", D.max_batch_bytes,
+                            lambda k, v: _int(k, v, 1024, 1 << 30)),
         session_timeout_s=get("kafka.session_timeout", D.session_timeout_s, parse_duration),
         max_message_bytes=get("kafka.max_message_bytes", D.max_message_bytes,
                               lambda k, v: _int(k, v, 1024, 64 * 1024 * 1024)),

@@ -12,8 +12,9 @@ import pytest
 from tests.harness import CLI, Env, Worker
 
 ROOT = Path(__file__).resolve().parent.parent
-TEST_STATE = ROOT / ".factory-test"
 TEST_PORT = int(os.environ.get("FACTORY_TEST_BROKER_PORT", "19092"))
+# one folder per port: two test runs on one machine must not stop each other's broker
+TEST_STATE = ROOT / ".factory-test" / str(TEST_PORT)
 
 
 @pytest.fixture(scope="session")

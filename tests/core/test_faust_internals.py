@@ -18,6 +18,7 @@ from core.faust_internals import BulkReader
 @dataclass
 class Record:
     offset: int
+    value: bytes = b"{}"
 
 
 @dataclass(eq=False)
@@ -25,6 +26,7 @@ class FakeMessage:
     tp: TP
     offset: int
     generation_id: int
+    value: bytes
     tracked: bool = False
 
     @property
@@ -50,7 +52,7 @@ class FakeConsumer:
         self.gaps.append((tp, first, last))
 
     def _to_message(self, tp: TP, record: Record) -> FakeMessage:
-        return FakeMessage(tp, record.offset, self.app.consumer_generation_id)
+        return FakeMessage(tp, record.offset, self.app.consumer_generation_id, record.value)
 
     def on_buffer_full(self, tp: TP) -> None:
         self._buffered_partitions.add(tp)
@@ -68,6 +70,7 @@ def rig(limit: int = 100) -> tuple[Any, FakeConsumer, BulkReader]:
 
 
 P0, P1, L0, OTHER = TP("p", 0), TP("p", 1), TP("l", 0), TP("other", 0)
+ANY_SIZE = 1 << 30
 
 
 def test_the_family_topics_leave_faust_in_faust_order_and_are_tracked() -> None:
@@ -77,7 +80,7 @@ def test_the_family_topics_leave_faust_in_faust_order_and_are_tracked() -> None:
                                  P1: [Record(5)], OTHER: [Record(0)]})
         records, _ = await consumer._wait_next_records(1.0)
         assert list(records) == [OTHER]  # the rest is Faust's
-        taken = await reader.take(10, 0.01)
+        taken = await reader.take(10, ANY_SIZE, 0.01)
         # Faust's round robin over topics (a label next to its prediction), each topic's
         # partitions in turn, each partition in order
         assert [(m.tp, m.offset) for m in taken] == [
@@ -99,7 +102,8 @@ def test_gaps_are_recorded_stale_records_and_generations_dropped() -> None:
         consumer.fetches.append({P0: [Record(3), Record(5)]})
         app.consumer_generation_id = 2  # a rebalance: what was queued comes again
         await consumer._wait_next_records(1.0)
-        assert [(m.offset, m.generation_id) for m in await reader.take(10, 0.01)] == [(5, 2)]
+        taken = await reader.take(10, ANY_SIZE, 0.01)
+        assert [(m.offset, m.generation_id) for m in taken] == [(5, 2)]
 
     asyncio.run(run())
 
@@ -110,13 +114,28 @@ def test_a_full_partition_is_paused_until_half_is_taken() -> None:
         consumer.fetches.append({P0: [Record(i) for i in range(4)]})
         await consumer._wait_next_records(1.0)
         assert consumer._buffered_partitions == {P0}
-        assert len(await reader.take(1, 0.01)) == 1
+        assert len(await reader.take(1, ANY_SIZE, 0.01)) == 1
         assert consumer._buffered_partitions == {P0}
-        assert len(await reader.take(1, 0.01)) == 1
+        assert len(await reader.take(1, ANY_SIZE, 0.01)) == 1
         assert consumer._buffered_partitions == set()
         reader.forget([0])
         assert not reader.queue
         assert not reader.held
+
+    asyncio.run(run())
+
+
+def test_a_batch_ends_at_its_byte_bound_but_holds_at_least_one_message() -> None:
+    async def run() -> None:
+        _, consumer, reader = rig()
+        consumer.fetches.append({P0: [Record(i, b"x" * 400) for i in range(10)]})
+        await consumer._wait_next_records(1.0)
+        assert reader.queued_bytes == 4000
+        assert [m.offset for m in await reader.take(100, 1000, 0.01)] == [0, 1, 2]
+        assert reader.queued_bytes == 2800
+        assert [m.offset for m in await reader.take(100, 10, 0.01)] == [3]  # one, too big
+        reader.forget([0])
+        assert reader.queued_bytes == 0
 
     asyncio.run(run())
 
