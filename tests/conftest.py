@@ -9,12 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import CLI, Env, Worker
+from tests.harness import CLI, Env, Worker, broker_state
 
-ROOT = Path(__file__).resolve().parent.parent
 TEST_PORT = int(os.environ.get("FACTORY_TEST_BROKER_PORT", "19092"))
-# one folder per port: two test runs on one machine must not stop each other's broker
-TEST_STATE = ROOT / ".factory-test" / str(TEST_PORT)
+TEST_STATE = broker_state(TEST_PORT)
 
 
 @pytest.fixture(scope="session")

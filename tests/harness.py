@@ -238,14 +238,17 @@ def snapshots_by_window(env: Env, model: str) -> dict[float, list[dict[str, Any]
     return out
 
 
-BROKER_STATE = Path(__file__).resolve().parent.parent / ".factory-test"
+def broker_state(port: int | str) -> Path:
+    """The test broker's folder: one per port, so that two test runs on one machine do not
+    stop each other's broker."""
+    return Path(__file__).resolve().parent.parent / ".factory-test" / str(port)
 
 
 def restart_broker(env: Env, sig: int = signal.SIGKILL, pause_s: float = 0.0) -> float:
     """Stop the session's broker by `sig` (SIGTERM: the project's controlled stop) and start
     it again `pause_s` later; return the seconds it was down."""
-    broker = [*CLI, "broker", "{}", "--state-dir", str(BROKER_STATE),
-              "--port", env.bootstrap.rsplit(":", 1)[1]]
+    port = env.bootstrap.rsplit(":", 1)[1]
+    broker = [*CLI, "broker", "{}", "--state-dir", str(broker_state(port)), "--port", port]
 
     def run(action: str) -> None:
         subprocess.run([action if a == "{}" else a for a in broker], check=True,
@@ -255,7 +258,7 @@ def restart_broker(env: Env, sig: int = signal.SIGKILL, pause_s: float = 0.0) ->
     if sig == signal.SIGTERM:
         run("stop")
     else:
-        pid = int((BROKER_STATE / "kafka" / "broker.pid").read_text().split()[0])
+        pid = int((broker_state(port) / "kafka" / "broker.pid").read_text().split()[0])
         os.kill(pid, sig)
         wait_for(lambda: not Path(f"/proc/{pid}").exists(), what="the broker to die")
     time.sleep(pause_s)
