@@ -15,9 +15,12 @@ of format raises FORMAT and reads the older ones here.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 
 from schemas.codec import VALIDATORS
@@ -42,6 +45,22 @@ def check_format(found: Any, what: str) -> None:
 
 
 # -- window keys ---------------------------------------------------------------------------
+
+
+@overload
+def window_start(ts: float, size: float) -> float: ...
+
+
+@overload
+def window_start(ts: npt.NDArray[np.float64], size: float) -> npt.NDArray[np.float64]: ...
+
+
+def window_start(ts: Any, size: float) -> Any:
+    """The start of the window of `size` seconds that event time `ts` (or each of an array
+    of them) falls in: windows are aligned to the epoch."""
+    if isinstance(ts, np.ndarray):
+        return np.floor(ts / size) * size
+    return math.floor(ts / size) * size
 
 
 def window_key(entity: str, size: float, start: float) -> str:

@@ -40,14 +40,15 @@ from agents.messages import (
     is_window_key,
     parse_window_key,
     window_key,
+    window_start,
 )
 from core import deadletter
 from core.faust_internals import (
     BulkReader,
     TableWrite,
     active_partitions,
-    apply_local,
     as_event,
+    make_durable,
     release,
     rewind,
     send_changelog,
@@ -265,7 +266,7 @@ class Shard:
         """For each configured window size and each window the rows fall in: its state and
         the rows (indices) not yet applied to it. Marks the yielded slots dirty."""
         for size in self.settings.window_sizes:
-            starts = np.floor(ts / size) * size
+            starts = window_start(ts, size)
             for start in np.unique(starts).tolist():
                 rows = np.flatnonzero(starts == start)
                 slot = self.slot(entity, size, start)
@@ -596,9 +597,7 @@ class ShardRuntime:
                 high[message.src] = max(high.get(message.src, -1), message.offset)
             written.append(await self._flush(shards[partition], high,
                                              as_event(self.app, last[partition])))
-        await self.app.producer.flush()
-        for write in written:
-            await apply_local(write)
+        await make_durable(self.app, written)
         for shard in shards.values():
             shard.ingest_durable = dict(shard.ingest)
             shard.durable_watermark = self._complete_until(shard)

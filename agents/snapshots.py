@@ -52,8 +52,9 @@ from agents.messages import (
     part_key,
     stage_key_kind,
     window_key,
+    window_start,
 )
-from core.faust_internals import TableWrite, apply_local, batches, send_changelog
+from core.faust_internals import TableWrite, batches, make_durable, send_changelog
 from core.settings import AlertRule, Settings
 from schemas import entities
 from schemas.fields import MAX_MAGNITUDE
@@ -278,7 +279,7 @@ class SnapshotStage:
             del info["retrains"][:max(cutoff - 1, 0)]  # keep one retrain older than retention
         self.writes[model_key(LIFECYCLE, model)] = info
         for size in self.settings.window_sizes:
-            start = math.floor(ts / size) * size
+            start = window_start(ts, size)
             key = window_key(entities.model(model), size, start)
             entry = self.entries.get(key)
             if entry is None:
@@ -481,7 +482,7 @@ class SnapshotStage:
         labels, self.labels = self.labels, {}
         values, self.values = self.values, {}
         size = self.settings.window_sizes[0]
-        start = math.floor(watermark / size) * size
+        start = window_start(watermark, size)
         for model in sorted(labels.keys() | values.keys()):
             drift = self.drift.setdefault(model, _fresh_drift())
             signals: dict[str, float] = {}
@@ -715,9 +716,7 @@ async def _step(stage: SnapshotStage, events: list[Any]) -> None:
             log.warning("skipped a malformed record at partials offset %s: %s: %s",
                         event.message.offset, type(exc).__name__, str(exc)[:200])
     await stage.publish()
-    written = stage.write(events[-1])
-    await stage.app.producer.flush()
-    await apply_local(written)
+    await make_durable(stage.app, [stage.write(events[-1])])
     for event in events:
         event.ack()
 

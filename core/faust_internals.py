@@ -256,6 +256,15 @@ def send_changelog(table: Any, event: Any, puts: dict[str, Any], deletes: list[s
     return write
 
 
+async def make_durable(app: Any, writes: Iterable[TableWrite]) -> None:
+    """Flush the producer (the changelog writes and every output sent before them), then
+    write each table's local store: after this, and only after, may the caller acknowledge
+    the input the writes came from. A failure raises before anything is acknowledged."""
+    await app.producer.flush()
+    for write in writes:
+        await apply_local(write)
+
+
 async def apply_local(write: TableWrite) -> None:
     """Once the changelog has `write.sent`: write the local store, then mark it as up to
     date with the changelog (last, so that a kill part-way replays the whole flush)."""
