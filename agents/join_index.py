@@ -40,6 +40,8 @@ from rocksdict import (
     WriteOptions,
 )
 
+from agents.messages import chunk_key, parse_chunk_key
+
 # A chunk holds rows up to this many characters of ids, models and class values, each row
 # counted as at least ROW_CHARS_MIN: about 4,000 rows of the usual kind, a few hundred of the
 # longest names allowed (512 characters each), and never over ~650 KB of JSON, whatever the
@@ -267,7 +269,7 @@ class Join:
                 value: dict[str, Any] = {name: [r[i] for r in part]
                                          for i, name in enumerate(columns[kind])}
                 value["x"] = max(value["t"])
-                chunks.append((f"c|{kind}|{seq}", value))
+                chunks.append((chunk_key(kind, seq), value))
                 self.next_seq[kind] = seq + 1
             rows.clear()
             self._filled[kind] = 0
@@ -324,7 +326,7 @@ class Join:
             elif kind == "O":
                 self.waiting -= dropped
                 self.unmatched_expired += dropped
-            gone.append(f"c|{kind}|{int.from_bytes(tag, 'big')}")
+            gone.append(chunk_key(kind, int.from_bytes(tag, "big")))
             chunks.next()
         return gone
 
@@ -333,8 +335,10 @@ class Join:
     def restore(self, key: str, value: dict[str, Any]) -> None:
         """Add one chunk read back from the table, in any order: of two entries for one id,
         the later chunk's wins, and a label applied removes the same id's waiting one."""
-        _, kind, number = key.split("|")
-        seq = int(number)
+        parsed = parse_chunk_key(key)
+        if parsed is None:
+            raise ValueError(f"not a chunk key: {key!r}")
+        kind, seq = parsed
         self.next_seq[kind] = max(self.next_seq[kind], seq + 1)
         tag = _seq(seq)
         ids: list[str] = value["i"]

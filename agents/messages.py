@@ -91,6 +91,32 @@ def parse_part_key(key: str) -> tuple[str, str]:
     return part, window
 
 
+# -- a shard's own keys (its table's keys are prefixed with "<partition>|" by the runtime) ---
+
+
+def ingest_key(topic: str) -> str:
+    """How far the shard has applied `topic` (`agents.shard.IngestProgress`)."""
+    return f"ingest|{topic}"
+
+
+def parse_ingest_key(key: str) -> str | None:
+    """The topic of an ingest key; None for another key."""
+    return key[len("ingest|"):] if key.startswith("ingest|") else None
+
+
+def chunk_key(kind: str, seq: int) -> str:
+    """One chunk of the label join's rows (`agents.join_index`: kind P, L or O)."""
+    return f"c|{kind}|{seq}"
+
+
+def parse_chunk_key(key: str) -> tuple[str, int] | None:
+    """(kind, seq) of a chunk key; None for another key."""
+    if not key.startswith("c|"):
+        return None
+    _, kind, seq = key.split("|")
+    return kind, int(seq)
+
+
 # -- the snapshot stage's keys per model and per rule --------------------------------------
 
 ALERT, DRIFT, LIFECYCLE, RETRAIN, PART, WINDOW = "alert", "drift", "lc", "retrain", "pt", "w"

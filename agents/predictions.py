@@ -24,6 +24,7 @@ import numpy as np
 import orjson
 
 from agents.join_index import Join, Memory
+from agents.messages import parse_chunk_key
 from agents.shard import FORWARDED, Message, Shard, ShardRuntime, retention_rejection
 from core.settings import Settings
 from core.topics import route
@@ -134,7 +135,7 @@ class PredictionLogic:
         join = self.joins[shard.partition] = Join(
             self.settings.data_dir / "join" / str(shard.partition), self.join_memory)
         for local, value in items:
-            if local.startswith("c|"):
+            if parse_chunk_key(local) is not None:
                 join.restore(local, value)
         shard.extra = join
 

@@ -37,7 +37,9 @@ from agents.messages import (
     Heartbeats,
     Partial,
     check_format,
+    ingest_key,
     is_window_key,
+    parse_ingest_key,
     parse_window_key,
     window_key,
     window_start,
@@ -479,9 +481,9 @@ class ShardRuntime:
         """Restore the shard's own keys as the table streams by (the join's chunks alone can
         be gigabytes: never all in a list); yield the family's keys."""
         for local, value in items:
-            if local.startswith("ingest|"):
-                shard.ingest[local[7:]] = IngestProgress.from_state(value)
-                shard.ingest_durable[local[7:]] = shard.ingest[local[7:]]
+            if (topic := parse_ingest_key(local)) is not None:
+                shard.ingest[topic] = IngestProgress.from_state(value)
+                shard.ingest_durable[topic] = shard.ingest[topic]
             elif local == FORMAT_KEY:
                 check_format(value, f"the table of shard {shard.family}:{shard.partition}")
             elif local == "floors":
@@ -687,7 +689,7 @@ class ShardRuntime:
                 shard.put(local, value, 0)
                 shard.store(local, value, slot.end)
         for topic, progress in shard.ingest.items():
-            shard.put(f"ingest|{topic}", progress.to_state(), 2)
+            shard.put(ingest_key(topic), progress.to_state(), 2)
         max_size = self.settings.window_sizes[-1]
         retention = self.settings.retention_s
         shard.durable_own = shard.complete_until(own=True)
