@@ -73,6 +73,7 @@ MAX_LENGTH = 1 << 22
 DISPERSION_CHUNK = 500
 DISPERSION_CHUNKS = 64
 DISPERSION_MIN = 2.5
+DISPERSION_FADE = 0.97  # per chunk
 # Observations before any change is reported: time to measure the dispersion once.
 WARM_UP = DISPERSION_CHUNK * DISPERSION_CHUNKS // 4
 
@@ -96,9 +97,11 @@ class Adwin:
     1/`resolution` of the observations newer than them (cut points stay within that relative
     precision of any position), at most MAX_BUCKETS buckets and MAX_LENGTH observations.
 
-    It remembers the level it left when it saw an increase (`baseline`), and forgets it when
-    a decrease brings the errors back at least halfway to it: `shift` is how far above that
-    level the errors are now, 0 when no increase stands. An alert rule watches it
+    It remembers the level it left when it saw an increase (`baseline`) and the level it
+    rose to (`peak`), and forgets both when the errors are back at least halfway down, by a
+    decrease it detects or by the window's rate itself (a chance burst that stops: the
+    labels after it dilute it, and no cut may separate it any more): `shift` is how far above
+    the baseline the errors are now, 0 when no increase stands. An alert rule watches it
     (`error_shift`).
 
     >>> detector = Adwin(delta=0.002)
@@ -113,13 +116,15 @@ class Adwin:
     delta: float  # the settings' `[drift]` adwin_delta
     resolution: int = 4
     min_side: int = 30
-    # Observations between two tests, as River's `clock`: the confidence holds per test,
-    # so testing after every handful of labels (a worker flushes every 0.5 s) would
-    # multiply the false alarms by how often labels arrive, not by how many there are.
+    # Observations gathered before they enter the window as one bucket and the cuts are
+    # tested, as River's `clock`: the confidence holds per test and per cut, so buckets of a
+    # handful of labels (a worker flushes every 0.5 s) would multiply the false alarms by
+    # how often labels arrive, not by how many there are.
     clock: int = 32
-    untested: float = 0.0
+    pending: list[float] = field(default_factory=lambda: [0.0, 0.0])
     buckets: list[list[float]] = field(default_factory=list)
     baseline: float | None = None
+    peak: float = 0.0
     dispersion: float = 1.0
     chunk: list[float] = field(default_factory=lambda: [0.0, 0.0])
     chunks: list[list[float]] = field(default_factory=list)
@@ -130,25 +135,29 @@ class Adwin:
         decrease, 0 neither."""
         if n <= 0:
             return 0
-        self.buckets.append([float(n), float(ones)])
-        self._compress()
         self._measure_dispersion(n, ones)
         self.seen = min(self.seen + n, WARM_UP)
-        self.untested += n
+        self.pending = [self.pending[0] + n, self.pending[1] + ones]
         seen = 0
-        if self.seen < WARM_UP or self.untested < self.clock:
+        if self.pending[0] < self.clock:
             return seen
-        self.untested = 0.0
+        self.buckets.append(self.pending)
+        self.pending = [0.0, 0.0]
+        self._compress()
+        if self.seen < WARM_UP:
+            return seen
         while (cut := self._cut()) is not None:
             older = self.buckets[:cut]
             before = sum(b[1] for b in older) / sum(b[0] for b in older)
             self.buckets = self.buckets[cut:]
             seen = 1 if self.mean > before else -1
             if seen > 0 and self.baseline is None:
-                self.baseline = before
+                self.baseline, self.peak = before, self.mean
             elif seen < 0 and self.baseline is not None and (
                     self.mean <= (self.baseline + before) / 2):
                 self.baseline = None  # back at least halfway: the increase has ended
+        if self.baseline is not None and self.mean <= (self.baseline + self.peak) / 2:
+            self.baseline = None
         return seen
 
     @property
@@ -240,24 +249,34 @@ class Adwin:
         p = float((rates * counts).sum() / counts.sum())
         if not 0 < p < 1:
             return
-        z2 = np.diff(rates) ** 2 / (p * (1 - p) * (1 / counts[1:] + 1 / counts[:-1]))
-        measured = float(np.median(z2)) / 0.455
-        self.dispersion = measured if measured > DISPERSION_MIN else 1.0
+        # chunks one and two apart: a wobble whose steps fall mid-chunk makes neighbours
+        # share a level (their difference halves), but not chunks two apart
+        measured = max(float(np.median(
+            (rates[lag:] - rates[:-lag]) ** 2
+            / (p * (1 - p) * (1 / counts[lag:] + 1 / counts[:-lag])))) / 0.455
+            for lag in (1, 2))
+        # what was measured fades out over about DISPERSION_CHUNKS chunks rather than at
+        # once: the median of a stretch of calm chunks must not unwiden the test overnight
+        self.dispersion = max(measured if measured > DISPERSION_MIN else 1.0,
+                              1.0 + (self.dispersion - 1.0) * DISPERSION_FADE)
 
     def to_state(self) -> dict[str, Any]:
-        return {"b": self.buckets, "base": self.baseline, "disp": self.dispersion,
-                "c": self.chunk, "cs": self.chunks, "n": self.seen, "u": self.untested}
+        return {"b": self.buckets, "base": self.baseline, "peak": self.peak,
+                "disp": self.dispersion,
+                "c": self.chunk, "cs": self.chunks, "n": self.seen, "p": self.pending}
 
     def restore(self, state: dict[str, Any] | None) -> Adwin:
         """This detector (its parameters kept) at the stored `state`."""
         if state:
             self.buckets = [[float(n), float(s)] for n, s in state["b"]][-MAX_BUCKETS:]
             self.baseline = None if state["base"] is None else float(state["base"])
+            # a state from before `peak`: the increase ends once back at its baseline
+            self.peak = float(state.get("peak", self.baseline or 0.0))
             self.dispersion = max(float(state["disp"]), 1.0)
             self.chunk = [float(v) for v in state["c"]]
             self.chunks = [[float(n), float(s)] for n, s in state["cs"]][-DISPERSION_CHUNKS:]
             self.seen = min(float(state["n"]), WARM_UP)
-            self.untested = float(state.get("u", 0.0))
+            self.pending = [float(v) for v in state.get("p", (0.0, 0.0))]
         return self
 
 

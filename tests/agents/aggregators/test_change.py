@@ -177,3 +177,44 @@ def test_mean_shift_ignores_empty_and_unusable_batches() -> None:
     assert detector.update(3, float("nan")) == 0
     assert MeanShift(shift_sd=0.7, threshold=30.0, mean=0.0, sd=0.0).update(3, 100.0) == 0
     assert detector == MeanShift(shift_sd=0.7, threshold=30.0, mean=0.0, sd=1.0)
+
+
+def _episodes(detector: Adwin, wrong: np.ndarray, batch: int) -> list[int]:
+    """Positions where an increase starts to stand (`shift` leaves 0), fed `batch` labels
+    at a time as the stage does when labels trickle in."""
+    starts = []
+    for lo in range(0, wrong.size, batch):
+        chunk = wrong[lo:lo + batch]
+        before = detector.shift
+        detector.update(chunk.size, int(chunk.sum()))
+        if before == 0 < detector.shift:
+            starts.append(lo + chunk.size)
+    return starts
+
+
+def test_a_chance_burst_is_one_episode_however_small_the_updates() -> None:
+    """Updates of 3 labels: labels gather into buckets of at least `clock` before a test,
+    and once the burst is diluted the increase ends instead of flickering around its
+    baseline (this stream flipped in and out of `shift` > 0 six times before)."""
+    wrong = np.random.default_rng(2).random(200_000) < 0.08
+    assert len(_episodes(Adwin(delta=0.002), wrong, 3)) <= 1
+
+
+def test_an_increase_ends_when_the_rate_is_back_halfway_without_a_cut() -> None:
+    rng = np.random.default_rng(8)
+    detector = Adwin(delta=0.002)
+    wrong = np.concatenate([rng.random(20_000) < 0.08, rng.random(400) < 0.35])
+    assert _episodes(detector, wrong, 8)
+    assert detector.shift > 0.1
+    _episodes(detector, rng.random(6_000) < 0.08, 8)
+    assert detector.shift == 0.0
+
+
+def test_the_dispersion_holds_when_a_wobble_is_out_of_step_with_the_chunks() -> None:
+    """A rate redrawn every 500 labels, fed 8 at a time: chunks of 504 drift through the
+    steps, and neighbours then share a level; the test stays widened, and quiet."""
+    rng = np.random.default_rng(0)
+    rates = np.repeat(rng.uniform(0.05, 0.15, 401), 500)[:200_000]
+    detector = Adwin(delta=0.002)
+    assert _episodes(detector, rng.random(rates.size) < rates, 8) == []
+    assert detector.dispersion > 2
