@@ -292,8 +292,12 @@ def test_state_stays_bounded_by_the_retention_across_restarts(
         env.bootstrap, env.topic("metrics"))}) == 180 and w, what="all 180 windows")
     print(f"\n3 h of event time, 30 min retention, restarted by SIGTERM and SIGKILL: state "
           f"after each hour {seen}; windows published {len(windows)}")
-    last = seen[-1]
-    # one entity: per shard, the windows of the retention plus the open ones
+    # one entity: per shard, the windows of the retention plus the open ones. Read once the
+    # stage's pass is over: it publishes the newest windows before it drops the expired ones,
+    # and a gauge read between the two (the test reads it as soon as the newest is on the
+    # topic) sees both
+    last = wait_for(lambda: (g := gauges())["snapshot_windows"] <= 34 and g, timeout_s=30,
+                    what="the stage to drop the windows past retention")
     assert 0 < last["window_slots"] <= env.partitions * 34
     assert 0 < last["snapshot_windows"] <= 34
     # the join forgets by chunk (one per flush here): the horizon plus a flush's events
