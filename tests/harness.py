@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -10,7 +11,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -264,3 +265,40 @@ def restart_broker(env: Env, sig: int = signal.SIGKILL, pause_s: float = 0.0) ->
     time.sleep(pause_s)
     run("start")
     return time.monotonic() - began
+
+
+@dataclass
+class Demo:
+    """A running `factory-pulse demo` on private ports (see `demo`)."""
+
+    process: subprocess.Popen[bytes]
+    out: Path  # its terminal output
+    web: int  # the dashboard's port
+    code: int | None = None  # its exit code, once stopped
+
+
+@contextlib.contextmanager
+def demo(tmp_path: Path, *flags: str) -> Iterator[Demo]:
+    """Run the README's main command as a user would, on free ports with its state in
+    `tmp_path`; stop it with Ctrl-C (SIGINT to its process group) on the way out, as a user
+    would, and record its exit code (a kill only if it has not stopped within 60 s)."""
+    port, web = free_port(2), free_port()
+    environ = {**os.environ, "FACTORY_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}",
+               "FACTORY_STATE_DIR": str(tmp_path), "FACTORY_WEB_PORT": str(web),
+               "PYTHONUNBUFFERED": "1"}
+    environ.pop("FACTORY_CONFIG", None)
+    out = tmp_path / "demo.out"
+    with out.open("wb") as log:
+        process = subprocess.Popen([*CLI, "demo", "--drift-at", "3600", *flags], env=environ,
+                                   stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    running = Demo(process, out, web)
+    try:
+        yield running
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            running.code = process.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            running.code = process.wait()

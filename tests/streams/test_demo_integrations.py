@@ -4,10 +4,7 @@ it, fed by the worker."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -15,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from tests.harness import CLI, free_port
+from tests.harness import demo
 
 
 def _get(url: str) -> Any:
@@ -27,42 +24,25 @@ def _get(url: str) -> Any:
 
 
 def test_the_demo_runs_on_kserve_logs_and_alertmanager(tmp_path: Path) -> None:
-    port, web = free_port(2), free_port()
-    environ = {**os.environ, "FACTORY_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}",
-               "FACTORY_STATE_DIR": str(tmp_path), "FACTORY_WEB_PORT": str(web),
-               "PYTHONUNBUFFERED": "1"}
-    environ.pop("FACTORY_CONFIG", None)
-    out = tmp_path / "demo.out"
-    with out.open("wb") as log:
-        demo = subprocess.Popen([*CLI, "demo", "--drift-at", "3600", "--kserve",
-                                 "--alertmanager"], env=environ, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    try:
+    with demo(tmp_path, "--kserve", "--alertmanager") as running:
         began = time.monotonic()
-        while "alertmanager: http" not in out.read_text():
-            assert demo.poll() is None, out.read_text()
+        while "alertmanager: http" not in running.out.read_text():
+            assert running.process.poll() is None, running.out.read_text()
             assert time.monotonic() - began < 120, "the demo did not start"
             time.sleep(0.5)
-        am = re.search(r"alertmanager: (http://\S+?)/#", out.read_text())
+        am = re.search(r"alertmanager: (http://\S+?)/#", running.out.read_text())
         assert am is not None
         assert _get(f"{am.group(1)}/api/v2/status")["cluster"]["status"] == "disabled"
         counted: list[dict[str, Any]] = []
         while time.monotonic() - began < 120 and not counted:
             time.sleep(2)
-            assert demo.poll() is None, out.read_text()
-            rows = (_get(f"http://127.0.0.1:{web}/api/v1/metrics?model=churn&window=10s")
-                    or {}).get("metrics", [])
+            assert running.process.poll() is None, running.out.read_text()
+            rows = (_get(f"http://127.0.0.1:{running.web}/api/v1/metrics?model=churn"
+                         "&window=10s") or {}).get("metrics", [])
             counted = [r for r in rows if r.get("predictions") and r.get("latency_p50_ms")]
         assert counted, (tmp_path / "logs" / "worker.log").read_text()[-3000:]
         assert "Traceback" not in (tmp_path / "logs" / "simulate.log").read_text()
         print(f"\ndemo --kserve --alertmanager: churn's first closed 10 s window counted "
               f"{counted[0]['predictions']} predictions from KServe logs, "
               f"{time.monotonic() - began:.0f}s after start")
-    finally:
-        os.killpg(demo.pid, signal.SIGINT)
-        try:
-            code = demo.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(demo.pid, signal.SIGKILL)
-            code = demo.wait()
-    assert code == 0, out.read_text()
+    assert running.code == 0, running.out.read_text()
