@@ -164,10 +164,15 @@ def _check_object(name: str, value: Any) -> JSON:
 
 def _literal_checker(choices: tuple[Any, ...]) -> Checker:
     allowed = ", ".join(repr(c) for c in choices)
+    # `1 == True` in Python: the type is part of the key so thumbs=true is not taken for +1
+    keys = frozenset((type(c), c) for c in choices)
 
     def check(name: str, value: Any) -> Any:
-        # `1 == True` in Python: compare types too so thumbs=true is not taken for +1.
-        if not any(value == c and type(value) is type(c) for c in choices):
+        try:
+            known = (type(value), value) in keys
+        except TypeError:  # an array or an object: never one of the choices
+            known = False
+        if not known:
             raise ValidationError(name, f"expected one of {allowed}, got {value!r}")
         return value
 
