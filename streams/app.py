@@ -71,7 +71,10 @@ def _faust_app(settings: Settings) -> Any:
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_linger_ms=5,
-        producer_max_batch_size=1024 * 1024,
+        # A record batch must fit the smallest topic limit it may go to (outputs: exactly
+        # max_message_bytes): many small records batched together past it are refused whole
+        # by the broker. A record larger than this goes alone in its batch.
+        producer_max_batch_size=min(1024 * 1024, settings.max_message_bytes // 2),
         # room for a forward or partial next to outputs, which are capped at the limit
         producer_max_request_size=max(2 * 1024 * 1024, 2 * settings.max_message_bytes),
         stream_buffer_maxsize=max(4096, settings.max_batch * 2),
