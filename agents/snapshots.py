@@ -221,7 +221,7 @@ class SnapshotStage:
         new, old = state.get("scores"), previous.get("scores") or {}
         if isinstance(new, dict) and isinstance(old, dict):
             n, total = _histogram_sums(new)
-            n0, total0 = _histogram_sums(old) if old else (0.0, 0.0)
+            n0, total0 = _histogram_sums(old)
             found["score"] = [n - n0, total - total0]
         new, old = state.get("features"), previous.get("features") or {}
         if isinstance(new, dict) and isinstance(old, dict):
@@ -367,10 +367,11 @@ class SnapshotStage:
     async def _publish_factory(self, size: float, start: float) -> int:
         merged = WindowState()
         for key, entry in self.entries.items():
-            if is_window_key(key) and parse_window_key(key)[0].startswith("m:"):
-                _, s, st = parse_window_key(key)
-                if s == size and st == start:
-                    merged = merged.merge(self._merged(key, entry))
+            if not is_window_key(key):
+                continue
+            entity, s, st = parse_window_key(key)
+            if entity.startswith("m:") and s == size and st == start:
+                merged = merged.merge(self._merged(key, entry))
         fkey = f"{size:g}|{start:.0f}"
         rev = self.factory_revs.get(fkey, 0) + 1
         self.factory_revs[fkey] = rev
@@ -419,12 +420,7 @@ class SnapshotStage:
         out: dict[str, Any] = {}
         if drift.get("shift") is not None:
             out["error_shift"] = drift["shift"]
-        shifts = drift.get("vshift") or {}
-        if "score" in shifts:
-            out["score_shift"] = shifts["score"]
-        features = [v for k, v in shifts.items() if k.startswith("f:")]
-        if features:
-            out["feature_shift"] = max(features)
+        out.update(_value_shifts(drift.get("vshift") or {}))
         if rev == 1:
             out.update(self._psi(model, drift, state, values.get("predictions") or 0))
         last, labelled = drift.get("ph_last"), values.get("labelled") or 0
@@ -493,10 +489,7 @@ class SnapshotStage:
                 drift["adwin"], drift["shift"] = detector.to_state(), detector.shift
                 signals["error_shift"] = detector.shift
             if model in values and self._value_detectors(drift, values[model]):
-                shifts = drift["vshift"]
-                signals["score_shift"] = shifts.get("score", 0.0)
-                signals["feature_shift"] = max(
-                    (v for k, v in shifts.items() if k.startswith("f:")), default=0.0)
+                signals.update(_value_shifts(drift["vshift"]))
             self.writes[model_key(DRIFT, model)] = drift
             entity = entities.model(model)
             for rule in self.settings.alerts:
@@ -627,6 +620,16 @@ def _fresh_drift() -> dict[str, Any]:
     scores and each feature, once it is complete), and its detectors' states."""
     return {"ref": None, "n": 0, "ph": None, "ph_last": None, "adwin": None, "shift": None,
             "moments": None, "vs": {}, "vshift": {}}
+
+
+def _value_shifts(shifts: dict[str, float]) -> dict[str, float]:
+    """The streaming metrics of the per-value detectors' shifts: the scores', and the
+    largest of any feature's (each only once its detector exists)."""
+    out = {"score_shift": shifts["score"]} if "score" in shifts else {}
+    features = [v for name, v in shifts.items() if name.startswith("f:")]
+    if features:
+        out["feature_shift"] = max(features)
+    return out
 
 
 def _histogram_sums(state: dict[str, Any]) -> tuple[float, float]:
