@@ -89,3 +89,54 @@ def test_integral_float_is_accepted_as_integer_and_bool_is_not_a_number() -> Non
 def test_predicted_and_label_take_any_scalar() -> None:
     for value in ("cat", 3, 2.5, False):
         assert VALIDATORS["labels"](with_field("labels", "label", value))["label"] == value
+
+
+def _checkers_accept_unchanged(topic: str, event: dict[str, Any]) -> bool:
+    """What the field checkers say, without the generated predicate in front of them."""
+    for spec in VALIDATORS[topic].specs:
+        value = event.get(spec.name)
+        if value is None:
+            if spec.required:
+                return False
+            continue
+        try:
+            if spec.check(spec.name, value) is not value:
+                return False  # taken, but changed (an integral float as an integer)
+        except ValidationError:
+            return False
+    return True
+
+
+# Values at each rule's edge, then anything.
+_EDGES = st.sampled_from([
+    "", "_x", "ok", "error", "a\u200bb", "\x00", "x" * 512, "x" * 513, "drift", "gpu", "cpu",
+    float("nan"), float("inf"), -float("inf"), 2.0**53, 2**53 + 1, -(2**53) - 1, 0, -1, -0.5,
+    1, 5, 6, 100.0, 100.5, 1e6, 1e6 + 1, 1e12 + 1, 86_400_000.5, 2.0, True, False, -1, None,
+    {"a": 1.0}, {"a": True}, {"a": float("nan")}, {"a": "x"}, {"a": 2**54}, {}, [1]])
+_ANY_VALUE = st.one_of(
+    _EDGES, st.booleans(), st.integers(-2**54, 2**54), st.floats(),
+    st.text(max_size=3) | st.text(min_size=510, max_size=514),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=2), st.floats() | st.integers() | st.booleans()
+                    | st.text(max_size=2), max_size=3))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.sampled_from(sorted(VALID)), st.data())
+def test_the_generated_predicate_passes_exactly_what_the_checkers_accept_unchanged(
+        topic: str, data: st.DataObject) -> None:
+    """`Validator.one` trusts the predicate when it says yes: it must never pass an event the
+    checkers refuse, and should pass every one they take as it is (or the fast path is lost)."""
+    event = copy.deepcopy(VALID[topic])
+    for spec in VALIDATORS[topic].specs:
+        choice = data.draw(st.integers(0, 3))
+        if choice == 0:
+            event.pop(spec.name, None)
+        elif choice == 1:
+            event[spec.name] = data.draw(_ANY_VALUE)
+    assert VALIDATORS[topic]._passes(event) == _checkers_accept_unchanged(topic, event)
+
+
+def test_the_predicate_refuses_what_is_not_an_object() -> None:
+    for value in ([], "x", 3, None, [VALID["predictions"]]):
+        assert not VALIDATORS["predictions"]._passes(value)
