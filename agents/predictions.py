@@ -18,6 +18,7 @@ import dataclasses
 import math
 import zlib
 from collections.abc import Iterable, Iterator
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -251,8 +252,9 @@ class PredictionLogic:
             events = messages[first].events
             msg = [first] * len(events)
         else:
-            events = [e for m in messages[first:end] for e in m.events]
-            msg = [mi for mi in range(first, end) for _ in messages[mi].events]
+            events = list(chain.from_iterable([m.events for m in messages[first:end]]))
+            msg = list(range(first, end)) if len(events) == end - first else [
+                mi for mi in range(first, end) for _ in messages[mi].events]
         ids = [e["event_id"] for e in events]
         if local:
             n_parts, mine = self.settings.partitions, shard.partition

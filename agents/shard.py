@@ -555,11 +555,16 @@ class ShardRuntime:
         # its offsets cannot be committed by this member any more, and the new owner's replay
         # is skipped slot by slot wherever these writes reached the changelog first.
         taken = []
-        now = time.time()  # the batch was taken a moment ago: one clock for its time screen
+        low, high = self._time_bounds(time.time())  # the batch was taken a moment ago
+        max_bytes = self.settings.max_message_bytes
+        sources, validator = self.logic.sources, self.logic.validator
         for msg in delivered:
-            src = self.logic.sources[msg.topic]
-            shard = shards[msg.partition] = self.shard(msg.partition)
-            progress = shard.ingest.get(msg.topic, IngestProgress())
+            src = sources[msg.topic]
+            partition = msg.partition
+            shard = shards.get(partition)
+            if shard is None:
+                shard = shards[partition] = self.shard(partition)
+            progress = shard.ingest.get(msg.topic) or IngestProgress()
             if msg.offset <= progress.offset:
                 taken.append(msg)
                 continue  # replayed after a crash: this message is already fully applied
@@ -568,21 +573,26 @@ class ShardRuntime:
                 release(self.app, msg)  # not applied, not acknowledged: read again
                 continue
             taken.append(msg)
-            validate = self.logic.validator(src)
+            validate = validator(src)
             if validate is None:
                 message, rejections = self._internal(shard, src, msg.offset, msg.value)
             else:
-                valid, rejections = decode_message(msg.value, validate,
-                                                   self.settings.max_message_bytes)
-                valid, late = self._screen_time(valid, now)
-                rejections.extend(late)
+                valid, rejections = decode_message(msg.value, validate, max_bytes)
+                valid, late = self._screen_time(valid, low, high)
+                if late:
+                    rejections.extend(late)
                 message = Message(src, msg.offset, valid, src)
             if rejections:
-                rejected.extend((r, msg.topic, msg.partition, msg.offset, msg.key)
+                rejected.extend((r, msg.topic, partition, msg.offset, msg.key)
                                 for r in rejections)
-            shard.ingest[msg.topic] = progress.advance(msg.offset, len(message.events),
-                                                       sum(r.count for r in rejections))
-            by_partition.setdefault(msg.partition, []).append(message)
+                shard.ingest[msg.topic] = progress.advance(
+                    msg.offset, len(message.events), sum(r.count for r in rejections))
+            else:
+                shard.ingest[msg.topic] = progress.advance(msg.offset, len(message.events), 0)
+            messages = by_partition.get(partition)
+            if messages is None:
+                messages = by_partition[partition] = []
+            messages.append(message)
         topics = {src: topic for topic, src in self.logic.sources.items()}
         for partition, messages in by_partition.items():
             for rejection, message in self.logic.apply(shards[partition], messages):
@@ -656,7 +666,7 @@ class ShardRuntime:
                 raise ValueError(f"unknown kind {kind!r}" if validate is None
                                  else "events must be an array")
             events, rejections = validate_batch(doc["e"], validate)
-            events, late = self._screen_time(events, time.time())
+            events, late = self._screen_time(events, *self._time_bounds(time.time()))
             return Message(src, offset, events, kind), rejections + late
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError,
                 IndexError) as exc:
@@ -664,11 +674,14 @@ class ShardRuntime:
             return Message(src, offset, [], src), [Rejection(reason[:500], None, None,
                                                             value or b"")]
 
-    def _screen_time(self, events: list[JSON], now: float,
+    def _time_bounds(self, now: float) -> tuple[float, float]:
+        """The event times accepted at `now` (`_screen_time`)."""
+        return now - self.settings.max_age_s, now + self.settings.max_future_s
+
+    def _screen_time(self, events: list[JSON], low: float, high: float,
                      ) -> tuple[list[JSON], list[Rejection]]:
         """Events stamped too far in the future would close every window early; events
         older than `windows.max_age` would open windows the retention has long forgotten."""
-        low, high = now - self.settings.max_age_s, now + self.settings.max_future_s
         for event in events:  # (a loop, not all(): most messages hold one event)
             if not low <= event["ts"] <= high:
                 break

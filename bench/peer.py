@@ -1,6 +1,6 @@
 """factory-pulse side by side with raw aiokafka and Quix Streams, on the same events.
 
-  python bench/peer.py [--bootstrap HOST:PORT] [--events 1000000] [--profile]
+  python bench/peer.py [--bootstrap HOST:PORT] [--events 1000000] [--profile [single|batched]]
 
 The goals of issue 13 are ratios against a peer, so every system reads the same prediction
 events (3 numeric features and a score), filled beforehand into two 4-partition topics: 500
@@ -342,12 +342,13 @@ async def bench(args: argparse.Namespace, bootstrap: str, work: Path) -> None:
     print(f"load average after: {loadavg()}")
     report(args, results)
     if args.profile:
-        worker = Worker(bootstrap, f"peer-{run}-s.", work)
+        worker = Worker(bootstrap, f"peer-{run}-{args.profile[0]}.", work)
         worker.env["FACTORY_APP_ID"] = f"peer-{run}-profile"
         worker.env["FACTORY_STATE_DIR"] = str(work / "profile")
         await ensure_topics(load_settings(worker.env))
         spy = quix_python(args.venv).parent / "py-spy"
-        print(f"\nfactory-pulse, one event per message, {args.profile_seconds}s under py-spy:")
+        print(f"\nfactory-pulse, {per_message[args.profile]} event(s) per message, "
+              f"{args.profile_seconds}s under py-spy:")
         print(profile(worker, spy, args.profile_seconds, work / "profile.txt"))
 
 
@@ -380,8 +381,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500, help="events per batched message")
     parser.add_argument("--systems", nargs="+", default=["raw", "factory-pulse", "quix"],
                         choices=["raw", "factory-pulse", "quix"])
-    parser.add_argument("--profile", action="store_true",
-                        help="then profile factory-pulse's single-event path with py-spy")
+    parser.add_argument("--profile", nargs="?", const="single", choices=KINDS,
+                        help="then profile factory-pulse on one input kind (default single) "
+                             "with py-spy")
     parser.add_argument("--profile-seconds", type=int, default=30)
     parser.add_argument("--venv", type=Path, default=ROOT / ".bench-venv" / "quix",
                         help="the Quix environment (made when missing)")
