@@ -22,6 +22,7 @@ id written again in a later chunk outlives the earlier one.
 from __future__ import annotations
 
 import itertools
+import operator
 import shutil
 import struct
 from pathlib import Path
@@ -264,7 +265,7 @@ class Join:
             "P": self.new_predictions, "L": self.new_labelled, "O": self.new_orphans}
         columns = {"P": ("i", "m", "t", "p"), "L": ("i", "t"), "O": ("i", "l", "t", "m")}
         for kind, rows in pending.items():
-            for seq, grouped in itertools.groupby(rows, key=lambda row: row[-1]):
+            for seq, grouped in itertools.groupby(rows, key=operator.itemgetter(-1)):
                 part = list(grouped)
                 value: dict[str, Any] = {name: [r[i] for r in part]
                                          for i, name in enumerate(columns[kind])}
@@ -287,9 +288,10 @@ class Join:
             _, kind, number = key.split("|")
             batch.put(_sortable(value["x"]) + kind.encode() + _seq(int(number)),
                       orjson.dumps(value["i"]), handle["X"])
+        tags: dict[int, bytes] = {}  # a flush's rows share a few chunk seqs
         for eid, (model, ts, predicted, seq) in self._predictions.items():
-            batch.put(eid.encode(), _seq(seq) + orjson.dumps([model, ts, predicted]),
-                      handle["P"])
+            tag = tags.get(seq) or tags.setdefault(seq, _seq(seq))
+            batch.put(eid.encode(), tag + orjson.dumps((model, ts, predicted)), handle["P"])
         for eid, seq in self._labelled.items():
             batch.put(eid.encode(), _seq(seq), handle["L"])
         for eid, orphan in self._orphans.items():

@@ -331,8 +331,9 @@ def _compile_passes(specs: tuple[FieldSpec, ...]) -> Callable[[JSON], bool]:
             lines.append(f"    elif type(v) is not int or not -M <= v <= M{bounds}:")
         elif tp is str:
             name = " or v[0] == '_'" if meta.get("name") else ""
-            lines.append(f"    elif type(v) is not str or not v or len(v) > L{name} "
-                         "or invisible(v):")
+            # (printable ASCII holds no invisible character: the search is for the rest)
+            lines.append(f"    elif type(v) is not str or not v or len(v) > L{name} or not "
+                         "(v.isascii() and v.isprintable()) and invisible(v):")
         elif tp is bool:
             lines.append("    elif type(v) is not bool:")
         elif tp == Scalar:
