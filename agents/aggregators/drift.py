@@ -109,8 +109,9 @@ class ValueSketch:
         values = values[np.isfinite(values)]
         if values.size == 0:
             return
-        self.moments = [self.moments[0] + float(values.sum()),
-                        self.moments[1] + float(np.dot(values, values))]
+        with np.errstate(over="ignore"):  # past the doubles' range: inf, stored as unknown
+            self.moments = [self.moments[0] + float(values.sum()),
+                            self.moments[1] + float(np.dot(values, values))]
         magnitude = np.abs(values)
         keys = np.zeros(values.size, dtype=np.int64)
         big = magnitude > 1e-40
