@@ -114,7 +114,6 @@ GC_THRESHOLDS = (50_000, 20, 100)
 
 
 def _collect_garbage_less_often() -> None:
-    gc.freeze()  # what start-up made lives as long as the process: never scan it again
     gc.set_threshold(*GC_THRESHOLDS)
 
 
