@@ -555,7 +555,7 @@ class ShardRuntime:
         # its offsets cannot be committed by this member any more, and the new owner's replay
         # is skipped slot by slot wherever these writes reached the changelog first.
         taken = []
-        low, high = self._time_bounds(time.time())  # the batch was taken a moment ago
+        earliest, latest = self._time_bounds(time.time())  # the batch was taken just now
         max_bytes = self.settings.max_message_bytes
         sources, validator = self.logic.sources, self.logic.validator
         for msg in delivered:
@@ -578,7 +578,7 @@ class ShardRuntime:
                 message, rejections = self._internal(shard, src, msg.offset, msg.value)
             else:
                 valid, rejections = decode_message(msg.value, validate, max_bytes)
-                valid, late = self._screen_time(valid, low, high)
+                valid, late = self._screen_time(valid, earliest, latest)
                 if late:
                     rejections.extend(late)
                 message = Message(src, msg.offset, valid, src)
