@@ -230,12 +230,13 @@ def test_nothing_is_reported_before_the_dispersion_is_measured() -> None:
     assert _episodes(Adwin(delta=0.002), wrong, 8)[0] == 16 * 504
 
 
-def test_an_older_state_with_a_counted_warm_up_restores() -> None:
+def test_labels_in_large_batches_do_not_wait_for_the_dispersion() -> None:
+    """Batches of 1,000 make chunks of 1,000: 16 of them would take twice the warm-up."""
+    rng = np.random.default_rng(3)
+    wrong = np.concatenate([rng.random(9_000) < 0.08, rng.random(1_000) < 0.3])
     detector = Adwin(delta=0.002)
-    detector.update(600, 48)
-    state = detector.to_state() | {"n": 600.0}
-    state.pop("p")
-    assert Adwin(delta=0.002).restore(state).chunks == detector.chunks
+    assert _episodes(detector, wrong, 1_000) == [10_000]
+    assert len(detector.chunks) == 10
 
 
 def test_the_bar_is_lower_for_a_long_cut() -> None:
