@@ -288,10 +288,9 @@ class Join:
             _, kind, number = key.split("|")
             batch.put(_sortable(value["x"]) + kind.encode() + _seq(int(number)),
                       orjson.dumps(value["i"]), handle["X"])
-        tags: dict[int, bytes] = {}  # a flush's rows share a few chunk seqs
         for eid, (model, ts, predicted, seq) in self._predictions.items():
-            tag = tags.get(seq) or tags.setdefault(seq, _seq(seq))
-            batch.put(eid.encode(), tag + orjson.dumps((model, ts, predicted)), handle["P"])
+            batch.put(eid.encode(), _seq(seq) + orjson.dumps((model, ts, predicted)),
+                      handle["P"])
         for eid, seq in self._labelled.items():
             batch.put(eid.encode(), _seq(seq), handle["L"])
         for eid, orphan in self._orphans.items():

@@ -555,15 +555,11 @@ class ShardRuntime:
         # its offsets cannot be committed by this member any more, and the new owner's replay
         # is skipped slot by slot wherever these writes reached the changelog first.
         taken = []
-        earliest, latest = self._time_bounds(time.time())  # the batch was taken just now
-        max_bytes = self.settings.max_message_bytes
-        sources, validator = self.logic.sources, self.logic.validator
+        accepted = self._accepted_times(time.time())  # one clock: the batch was taken just now
         for msg in delivered:
-            src = sources[msg.topic]
+            src = self.logic.sources[msg.topic]
             partition = msg.partition
-            shard = shards.get(partition)
-            if shard is None:
-                shard = shards[partition] = self.shard(partition)
+            shard = shards[partition] = self.shard(partition)
             progress = shard.ingest.get(msg.topic) or IngestProgress()
             if msg.offset <= progress.offset:
                 taken.append(msg)
@@ -573,26 +569,22 @@ class ShardRuntime:
                 release(self.app, msg)  # not applied, not acknowledged: read again
                 continue
             taken.append(msg)
-            validate = validator(src)
+            validate = self.logic.validator(src)
             if validate is None:
-                message, rejections = self._internal(shard, src, msg.offset, msg.value)
+                message, rejections = self._internal(shard, src, msg.offset, msg.value,
+                                                     accepted)
             else:
-                valid, rejections = decode_message(msg.value, validate, max_bytes)
-                valid, late = self._screen_time(valid, earliest, latest)
-                if late:
-                    rejections.extend(late)
+                valid, rejections = decode_message(msg.value, validate,
+                                                   self.settings.max_message_bytes)
+                valid, late = self._screen_time(valid, accepted)
+                rejections.extend(late)
                 message = Message(src, msg.offset, valid, src)
             if rejections:
                 rejected.extend((r, msg.topic, partition, msg.offset, msg.key)
                                 for r in rejections)
-                shard.ingest[msg.topic] = progress.advance(
-                    msg.offset, len(message.events), sum(r.count for r in rejections))
-            else:
-                shard.ingest[msg.topic] = progress.advance(msg.offset, len(message.events), 0)
-            messages = by_partition.get(partition)
-            if messages is None:
-                messages = by_partition[partition] = []
-            messages.append(message)
+            shard.ingest[msg.topic] = progress.advance(msg.offset, len(message.events),
+                                                       sum(r.count for r in rejections))
+            by_partition.setdefault(partition, []).append(message)
         topics = {src: topic for topic, src in self.logic.sources.items()}
         for partition, messages in by_partition.items():
             for rejection, message in self.logic.apply(shards[partition], messages):
@@ -650,7 +642,7 @@ class ShardRuntime:
         return False
 
     def _internal(self, shard: Shard, src: str, offset: int, value: bytes | None,
-                  ) -> tuple[Message, list[Rejection]]:
+                  accepted: tuple[float, float]) -> tuple[Message, list[Rejection]]:
         """A record of the shards' own topic: events forwarded by another shard, or its
         floors. Checked like input all the same (anyone who can write to the topic can send
         anything): what is malformed is dead-lettered, never let crash the agent."""
@@ -666,7 +658,7 @@ class ShardRuntime:
                 raise ValueError(f"unknown kind {kind!r}" if validate is None
                                  else "events must be an array")
             events, rejections = validate_batch(doc["e"], validate)
-            events, late = self._screen_time(events, *self._time_bounds(time.time()))
+            events, late = self._screen_time(events, accepted)
             return Message(src, offset, events, kind), rejections + late
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError,
                 IndexError) as exc:
@@ -674,14 +666,15 @@ class ShardRuntime:
             return Message(src, offset, [], src), [Rejection(reason[:500], None, None,
                                                             value or b"")]
 
-    def _time_bounds(self, now: float) -> tuple[float, float]:
-        """The event times accepted at `now` (`_screen_time`)."""
+    def _accepted_times(self, now: float) -> tuple[float, float]:
+        """The earliest and latest event time accepted at `now` (`_screen_time`)."""
         return now - self.settings.max_age_s, now + self.settings.max_future_s
 
-    def _screen_time(self, events: list[JSON], low: float, high: float,
+    def _screen_time(self, events: list[JSON], accepted: tuple[float, float],
                      ) -> tuple[list[JSON], list[Rejection]]:
         """Events stamped too far in the future would close every window early; events
         older than `windows.max_age` would open windows the retention has long forgotten."""
+        low, high = accepted
         for event in events:  # (a loop, not all(): most messages hold one event)
             if not low <= event["ts"] <= high:
                 break

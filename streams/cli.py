@@ -113,10 +113,6 @@ def _broker_acls(args: argparse.Namespace) -> list[Acl]:
 GC_THRESHOLDS = (50_000, 20, 100)
 
 
-def _collect_garbage_less_often() -> None:
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
 def _worker(args: argparse.Namespace) -> int:
     from core.faust_internals import worker_class
     from core.kafka import ensure_topics
@@ -131,7 +127,7 @@ def _worker(args: argparse.Namespace) -> int:
     # the changelog has their records, so Faust replays just the changelog's tail.
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     pulse = create_app(settings)
-    _collect_garbage_less_often()
+    gc.set_threshold(*GC_THRESHOLDS)
     _calm_startup_noise()
     worker = worker_class()(pulse.app, loglevel=args.loglevel, loop=loop)
     worker.execute_from_commandline()
