@@ -12,7 +12,7 @@ from typing import Any
 from faust.transport.utils import DefaultSchedulingStrategy
 from faust.types import TP
 
-from core.faust_internals import BulkReader
+from core.faust_internals import BulkReader, acknowledge
 
 
 @dataclass
@@ -186,3 +186,39 @@ def test_the_undocumented_channel_stream_and_assignor_calls_exist_in_the_pinned_
     assert callable(PartitionAssignor.assigned_actives)
     app = faust.App("pin-check-2", broker="kafka://localhost:1")
     assert app.assignor.assigned_actives() == set()
+
+
+def test_a_bulk_acknowledgement_books_what_faust_books_acking_one_message_at_a_time() -> None:
+    """`acknowledge` against Faust's own `Message.ack`, on two real consumers given the same
+    messages: new offsets, one acknowledged already, one at or below a committed offset, and
+    a topic without acknowledgements."""
+    import faust
+    from faust.types.tuples import ConsumerMessage
+
+    def rigged(name: str) -> tuple[Any, list[Any]]:
+        app = faust.App(name, broker="kafka://localhost:1")
+        app.topics.acks_enabled_for = lambda topic: topic != "noack"  # type: ignore[method-assign]
+        consumer = app.consumer
+        consumer._committed_offset[P1] = 4
+        messages = [ConsumerMessage(tp.topic, tp.partition, offset, 0.0, 0, None, b"k", b"v",
+                                    None, tp=tp)
+                    for tp, offsets in ((P0, range(6)), (P1, range(2, 8)),
+                                        (TP("noack", 0), range(3)))
+                    for offset in offsets]
+        messages[1].ack(consumer)  # acknowledged before the batch
+        for message in messages:
+            consumer._unacked_messages.add(message)
+        return app, messages
+
+    faust_app, by_faust = rigged("ack-one-by-one")
+    bulk_app, by_bulk = rigged("ack-in-bulk")
+    for message in by_faust:
+        message.ack(faust_app.consumer)
+    acknowledge(bulk_app, by_bulk)
+    want, got = faust_app.consumer, bulk_app.consumer
+    assert dict(got._acked) == dict(want._acked)
+    assert dict(got._acked_index) == dict(want._acked_index)
+    assert got._n_acked == want._n_acked == 10
+    assert {(m.tp, m.offset) for m in got._unacked_messages} == {
+        (m.tp, m.offset) for m in want._unacked_messages}
+    assert [m.acked for m in by_bulk] == [m.acked for m in by_faust] == [True] * len(by_faust)
