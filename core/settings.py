@@ -217,8 +217,9 @@ class Settings:
     # cannot share a web port). None (set it to "") means dynamic membership.
     instance_id: str | None = None
     flush_interval_s: float = 0.5
-    # a flush takes at most this many input messages, and this many bytes of them
-    max_batch: int = 4000
+    # a flush takes at most this many input messages, and this many bytes of them (one-event
+    # messages: 10,000 a flush used 8 % less CPU per event than 4,000; 20,000, 1 % less still)
+    max_batch: int = 10_000
     max_batch_bytes: int = 16 * 1024 * 1024
     session_timeout_s: float = 10.0
     # Kafka's default message limit: input messages over it are dead-lettered, outputs over
