@@ -17,9 +17,11 @@ event to its last, with start-up, group join and recovery excluded:
     per-shard state. It runs from its own virtual environment (`.bench-venv/quix`, created
     here on first use) so that it never enters the project's dependencies.
 
-Every system runs as its own process, so each peak RSS is its own. `--profile` then samples a
-fresh factory-pulse worker on the single-event topic with py-spy and prints where its time
-goes. Without `--bootstrap` a broker is started with the project's own tooling.
+Every system runs as its own process, so each peak RSS is its own. factory-pulse's CPU per
+event (all its threads, from "Ready" to the last event) is printed too: it moves less from
+run to run than the rate, which the broker's share of the 2 cores sways. `--profile` then
+samples a fresh factory-pulse worker on the single-event topic with py-spy and prints where
+its time goes. Without `--bootstrap` a broker is started with the project's own tooling.
 """
 
 from __future__ import annotations
@@ -217,6 +219,7 @@ class Worker:
         tables recovered and its streams seeked: the first fetch comes next) to the moment
         its ingest count holds every event."""
         proc = self.start()
+        began = cpu_seconds(proc.pid)
         deadline = time.monotonic() + timeout_s
         got, rejected = 0, 0
         while got + rejected < expect:
@@ -226,12 +229,14 @@ class Worker:
             got, rejected = self.ingested()
             time.sleep(0.02)
         last = time.time()
+        spent = cpu_seconds(proc.pid) - began
         if rejected:
             raise SystemExit(f"the worker rejected {rejected} events: see the "
                              f"{self.prefix}deadletter topic")
         rss = peak_rss_mb(proc.pid)
         self.stop()
-        return {"events": expect, "seconds": last - self.ready(), "rss_mib": rss}
+        return {"events": expect, "seconds": last - self.ready(), "rss_mib": rss,
+                "cpu_us": spent / expect * 1e6}
 
     def ready(self) -> float:
         """The wall-clock time of the worker's "Ready" log line."""
@@ -304,6 +309,12 @@ def package(frame: str) -> str:
     return parts[0] if len(parts) > 1 else Path(path).stem
 
 
+def cpu_seconds(pid: int) -> float:
+    """The CPU time a process has used, all its threads, user and system."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -359,12 +370,14 @@ def report(args: argparse.Namespace, results: dict[tuple[str, str], dict[str, fl
 
     print(f"\n{args.events:,} predictions per input kind, {PARTITIONS} partitions, "
           f"batched = {args.batch} per message\n")
-    print("| input | system | events/s | peak RSS |")
-    print("|---|---|---|---|")
+    print("| input | system | events/s | peak RSS | CPU per event |")
+    print("|---|---|---|---|---|")
     for kind in KINDS:
         for system in args.systems:
-            print(f"| {kind} | {system} | {rate(kind, system):,.0f} | "
-                  f"{results[kind, system]['rss_mib']:,.0f} MiB |")
+            r = results[kind, system]
+            cpu = f"{r['cpu_us']:.1f} µs" if "cpu_us" in r else ""
+            print(f"| {kind} | {system} | {rate(kind, system):,.0f} | {r['rss_mib']:,.0f} MiB | "
+                  f"{cpu} |")
     if {"factory-pulse", "quix"} <= set(args.systems):
         single = rate("single", "factory-pulse") / rate("single", "quix")
         batched = rate("batched", "factory-pulse")

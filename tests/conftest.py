@@ -34,6 +34,15 @@ def kafka() -> Iterator[str]:
 
 
 @pytest.fixture
+def own_broker(kafka: str) -> str:
+    """The session's broker, for a test that kills and restarts it: skipped when the run
+    uses an outside broker (FACTORY_TEST_BOOTSTRAP), which is not the suite's to kill."""
+    if os.environ.get("FACTORY_TEST_BOOTSTRAP"):
+        pytest.skip("kills and restarts the broker: not an outside one (FACTORY_TEST_BOOTSTRAP)")
+    return kafka
+
+
+@pytest.fixture
 def env(kafka: str, tmp_path: Path) -> Env:
     """A unique topic prefix, app id, state folder and web port on the shared broker."""
     return Env(bootstrap=kafka, state_dir=tmp_path / "state")

@@ -182,7 +182,7 @@ def _processing_again(worker: Worker, killed: float) -> float:
 
 
 def test_two_workers_and_the_broker_killed_mid_traffic_every_window_closes_exact(
-    env: Env, tmp_path: Path, worker_factory: list[Worker],
+    own_broker: str, env: Env, tmp_path: Path, worker_factory: list[Worker],
 ) -> None:
     env.partitions = 4
     env.extra["FACTORY_SESSION_TIMEOUT"] = "10s"  # the default, not the tests' 6 s

@@ -146,7 +146,7 @@ def test_deleted_local_state_is_rebuilt_from_the_changelog(
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_a_broker_restart_mid_stream_loses_nothing(
-    env: Env, tmp_path: Path, worker_factory: list[Worker], sig: signal.Signals,
+    own_broker: str, env: Env, tmp_path: Path, worker_factory: list[Worker], sig: signal.Signals,
 ) -> None:
     worker = configured_worker(env, tmp_path, worker_factory, CONFIG)
     start = (time.time() // 86400 - 1) * 86400
