@@ -10,45 +10,59 @@ const METRICS = ["", "1 · training time", "2 · data processing speed", "3 · a
 
 const perSecond = (field) => (s) => (s[field] == null ? null : s[field] / s.window_s);
 
-// Charts: scope of the snapshots, the field (or pick) charted, its unit; `rollups: false`
-// leaves out `_factory` where a sum of all models would dwarf them.
+// Charts: scope of the snapshots, the field (or pick) charted; `rollups: false` leaves out
+// `_factory` where a sum of all models would dwarf them. A field's unit is the registry's
+// (`unitOf`); only a chart of something that is not a field names its own.
 const CHARTS = [
-  { id: "training", metric: 1, title: "training time, mean of runs finished", field: "training_time_mean_s", unit: "duration", rollups: false, empty: "no training run finished in these windows" },
-  { id: "records", metric: 2, title: "records / s per pipeline stage", scope: "pipeline", field: "records_per_s", unit: "count", empty: "no pipeline batch in these windows" },
-  { id: "bytes", metric: 2, title: "bytes / s per pipeline stage", scope: "pipeline", field: "bytes_per_s", unit: "bytes", empty: "no pipeline batch reported bytes" },
-  { id: "f1", metric: 3, title: "F1 (classifiers)", field: "f1", unit: "share", empty: "no labelled prediction of a classifier yet" },
-  { id: "mae", metric: 3, title: "mean absolute error (regressors, in label units)", field: "mae", unit: "plain", empty: "no labelled prediction of a regressor (configure regressors = [...])" },
-  { id: "gpu", metric: 4, title: "GPU utilisation per model", field: "gpu_util_avg", unit: "share", empty: "no telemetry in these windows" },
-  { id: "devices", metric: 4, title: "utilisation per device (GPU and CPU)", scope: "device", field: "gpu_util_avg", unit: "share", empty: "no telemetry in these windows" },
-  { id: "deployments", metric: 5, title: "deployments per window", field: "deployments", unit: "count", kind: "bars", rollups: false, empty: "no deployment in these windows" },
-  { id: "retrains", metric: 6, title: "retrains (training runs finished) per window", field: "retrains", unit: "count", kind: "bars", rollups: false, empty: "no retrain in these windows" },
-  { id: "since", metric: 6, title: "days since the last retrain", field: "days_since_retrain", unit: "days", rollups: false, empty: "no model retrained within the retention" },
-  { id: "cost", metric: 7, title: "cost per 1,000 predictions (USD)", field: "cost_per_prediction_usd", unit: "usd1k", empty: "no cost yet (cost_usd or [prices] in the config)" },
-  { id: "satisfaction", metric: 8, title: "satisfaction (mean rating, 1 to 5)", field: "satisfaction", unit: "plain", empty: "no rated feedback in these windows" },
-  { id: "thumbs", metric: 8, title: "thumbs-up rate", field: "thumbs_up_rate", unit: "share", empty: "no thumbs in these windows" },
-  { id: "engagement", metric: 8, title: "engagement rate (engaged feedback per prediction)", field: "engagement_rate", unit: "share", empty: "no engagement in these windows" },
-  { id: "error", metric: 9, title: "error rate (wrong among labelled)", field: "error_rate", unit: "share", empty: "no labelled prediction yet" },
-  { id: "latency", metric: 9, title: "latency p95", field: "latency_p95_ms", unit: "ms", empty: "no prediction reported latency" },
+  { id: "training", metric: 1, title: "training time, mean of runs finished", field: "training_time_mean_s", rollups: false, empty: "no training run finished in these windows" },
+  { id: "records", metric: 2, title: "records / s per pipeline stage", scope: "pipeline", field: "records_per_s", empty: "no pipeline batch in these windows" },
+  { id: "bytes", metric: 2, title: "bytes / s per pipeline stage", scope: "pipeline", field: "bytes_per_s", empty: "no pipeline batch reported bytes" },
+  { id: "f1", metric: 3, title: "F1 (classifiers)", field: "f1", empty: "no labelled prediction of a classifier yet" },
+  { id: "mae", metric: 3, title: "mean absolute error (regressors, in label units)", field: "mae", empty: "no labelled prediction of a regressor (configure regressors = [...])" },
+  { id: "gpu", metric: 4, title: "GPU utilisation per model", field: "gpu_util_avg", empty: "no telemetry in these windows" },
+  { id: "devices", metric: 4, title: "utilisation per device (GPU and CPU)", scope: "device", field: "gpu_util_avg", empty: "no telemetry in these windows" },
+  { id: "deployments", metric: 5, title: "deployments per window", field: "deployments", kind: "bars", rollups: false, empty: "no deployment in these windows" },
+  { id: "retrains", metric: 6, title: "retrains (training runs finished) per window", field: "retrains", kind: "bars", rollups: false, empty: "no retrain in these windows" },
+  { id: "since", metric: 6, title: "days since the last retrain", field: "days_since_retrain", rollups: false, empty: "no model retrained within the retention" },
+  { id: "cost", metric: 7, title: "cost per 1,000 predictions (USD)", field: "cost_per_prediction_usd", empty: "no cost yet (cost_usd or [prices] in the config)" },
+  { id: "satisfaction", metric: 8, title: "satisfaction (mean rating, 1 to 5)", field: "satisfaction", empty: "no rated feedback in these windows" },
+  { id: "thumbs", metric: 8, title: "thumbs-up rate", field: "thumbs_up_rate", empty: "no thumbs in these windows" },
+  { id: "engagement", metric: 8, title: "engagement rate (engaged feedback per prediction)", field: "engagement_rate", empty: "no engagement in these windows" },
+  { id: "error", metric: 9, title: "error rate (wrong among labelled)", field: "error_rate", empty: "no labelled prediction yet" },
+  { id: "latency", metric: 9, title: "latency p95", field: "latency_p95_ms", empty: "no prediction reported latency" },
   { id: "throughput", metric: 9, title: "predictions / s", pick: perSecond("predictions"), unit: "count", empty: "no prediction in these windows" },
-  { id: "innovation", metric: 10, title: "innovation share (new models or features among deployments)", field: "innovation_share", unit: "share", rollups: false, empty: "no deployment in these windows" },
+  { id: "innovation", metric: 10, title: "innovation share (new models or features among deployments)", field: "innovation_share", rollups: false, empty: "no deployment in these windows" },
 ];
 
-// The model detail: per metric, the fields shown and their units. Counts are summed over the
-// windows shown; the others are the newest value.
+// The model detail: per metric, the fields shown. Counts are summed over the windows shown;
+// the others are the newest value.
 const DETAIL = [
-  [1, [["training runs", "training_runs", "count"], ["training time, mean", "training_time_mean_s", "duration"], ["training time, longest", "training_time_max_s", "duration"]]],
-  [3, [["F1", "f1", "share"], ["accuracy", "accuracy", "share"], ["precision", "precision", "share"], ["recall", "recall", "share"], ["MAE", "mae", "plain"], ["RMSE", "rmse", "plain"], ["labelled share", "label_coverage", "share"]]],
-  [4, [["GPU utilisation", "gpu_util_avg", "share"], ["memory utilisation", "mem_util_avg", "share"], ["idle share", "idle_share", "share"]]],
-  [5, [["deployments", "deployments", "count"], ["rollbacks", "rollbacks", "count"], ["change failure rate", "change_failure_rate", "share"]]],
-  [6, [["retrains", "retrains", "count"], ["days since retrain", "days_since_retrain", "days"], ["retrain lead time", "retrain_lead_time_s", "duration"]]],
-  [7, [["cost per 1,000 predictions", "cost_per_prediction_usd", "usd1k"], ["cost (USD, window)", "cost_usd", "plain"]]],
-  [8, [["satisfaction (1 to 5)", "satisfaction", "plain"], ["thumbs-up rate", "thumbs_up_rate", "share"], ["engagement rate", "engagement_rate", "share"], ["feedback", "feedback", "count"]]],
-  [9, [["error rate", "error_rate", "share"], ["failure rate", "failure_rate", "share"], ["latency p50", "latency_p50_ms", "ms"], ["latency p95", "latency_p95_ms", "ms"], ["latency p99", "latency_p99_ms", "ms"], ["predictions", "predictions", "count"]]],
-  [10, [["innovations", "innovations", "count"], ["innovation share", "innovation_share", "share"]]],
+  [1, [["training runs", "training_runs"], ["training time, mean", "training_time_mean_s"], ["training time, longest", "training_time_max_s"]]],
+  [3, [["F1", "f1"], ["accuracy", "accuracy"], ["precision", "precision"], ["recall", "recall"], ["MAE", "mae"], ["RMSE", "rmse"], ["labelled share", "label_coverage"]]],
+  [4, [["GPU utilisation", "gpu_util_avg"], ["memory utilisation", "mem_util_avg"], ["idle share", "idle_share"]]],
+  [5, [["deployments", "deployments"], ["rollbacks", "rollbacks"], ["change failure rate", "change_failure_rate"]]],
+  [6, [["retrains", "retrains"], ["days since retrain", "days_since_retrain"], ["retrain lead time", "retrain_lead_time_s"]]],
+  [7, [["cost per 1,000 predictions", "cost_per_prediction_usd"], ["cost (USD, window)", "cost_usd"]]],
+  [8, [["satisfaction (1 to 5)", "satisfaction"], ["thumbs-up rate", "thumbs_up_rate"], ["engagement rate", "engagement_rate"], ["feedback", "feedback"]]],
+  [9, [["error rate", "error_rate"], ["failure rate", "failure_rate"], ["latency p50", "latency_p50_ms"], ["latency p95", "latency_p95_ms"], ["latency p99", "latency_p99_ms"], ["predictions", "predictions"]]],
+  [10, [["innovations", "innovations"], ["innovation share", "innovation_share"]]],
 ];
-const SUMMED = new Set(["training_runs", "deployments", "rollbacks", "retrains", "feedback", "predictions", "innovations"]);
-// Units of alert metrics, for their values.
-const UNIT_OF = Object.fromEntries(DETAIL.flatMap(([, rows]) => rows.map(([, field, unit]) => [field, unit])));
+// How the registry's units (`/api/v1/info`, from schemas/outputs.py) are shown; a unit not
+// here is shown as a plain number. The one presentation choice on top: cost per prediction
+// reads per 1,000 predictions (a dollar figure, not a fraction of a cent).
+const DISPLAY = { s: "duration", ms: "ms", share: "share", count: "count", days: "days", "bytes/s": "bytes", "1/s": "count" };
+const SHOWN_AS = { cost_per_prediction_usd: "usd1k" };
+
+function unitOf(field) {
+  const metric = (state.info.metrics || {})[field];
+  return SHOWN_AS[field] || (metric && DISPLAY[metric.unit]) || "plain";
+}
+
+function summed(field) {
+  const metric = (state.info.metrics || {})[field];
+  return Boolean(metric && metric.unit === "count");
+}
+
 // Reserved names, said plainly.
 const LABELS = { _factory: "all models", _unattributed: "telemetry with no model" };
 
@@ -211,10 +225,11 @@ function renderDetail() {
   document.getElementById("detail-title").textContent = label(name);
   const body = [];
   DETAIL.forEach(([metric, fields]) => {
-    const lines = fields.map(([text, field, unit]) => {
+    const lines = fields.map(([text, field]) => {
       const row = newest(rows, field);
       if (!row) return null;
-      if (SUMMED.has(field)) {
+      const unit = unitOf(field);
+      if (summed(field)) {
         const sum = rows.reduce((n, s) => n + (s[field] || 0), 0);
         return [text, formatValue(sum, unit), `since ${clock(rows[0].window_start)}`];
       }
@@ -262,7 +277,7 @@ function judged(metric, value, threshold, relative) {
   if (relative) {
     return `${signedPercent(value)} ${value < 0 ? "under" : "over"} baseline (threshold ${signedPercent(threshold)})`;
   }
-  const unit = UNIT_OF[metric] || "plain";
+  const unit = unitOf(metric);
   return `${formatValue(value, unit)} (threshold ${formatValue(threshold, unit)})`;
 }
 
@@ -315,6 +330,7 @@ async function refresh() {
   try {
     if (!state.info.window_sizes.length) {
       state.info = await getJSON("/api/v1/info");
+      CHARTS.forEach((spec) => { charts[spec.id].spec.unit = spec.unit || unitOf(spec.field); });
       renderSizes();
     }
     const query = `window=${state.windowSize}s&limit=5000`;

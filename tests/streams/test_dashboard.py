@@ -206,6 +206,13 @@ def test_every_metric_has_a_chart_with_data_and_round_ticks(chromium: str, env: 
     assert series["records"] == {"features/extract", "features/join", "training-data/extract",
                                  "training-data/join"}
     assert "$" in page.charts["cost"]["data-ticks"]
+    # units come from the metric registry (/api/v1/info), each shown as it reads best
+    ticks = {name: c["data-ticks"].split("|") for name, c in page.charts.items()}
+    assert all(t.endswith(" ms") for t in ticks["latency"]), ticks["latency"]
+    assert all(t.endswith(" %") for t in ticks["error"]), ticks["error"]
+    assert all(t.endswith("B/s") for t in ticks["bytes"]), ticks["bytes"]
+    assert all(re.search(r" (s|min|h)$", t) for t in ticks["training"]), ticks["training"]
+    assert re.search(r"error rate\s*[\d.]+ %", page.text["detail"]), page.text["detail"]
 
     # a relative alert says so; the history lists it firing and then resolved, newest first
     history = page.text["history"]
