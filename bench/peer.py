@@ -178,10 +178,12 @@ def run_json(cmd: list[str], env: dict[str, str], timeout_s: float) -> dict[str,
 
 
 class Worker:
-    """One factory-pulse worker process on one input topic's prefix."""
+    """One factory-pulse worker process on one input topic's prefix, run from the code in
+    `root` (this checkout, or another commit's worktree: `bench/ab.py`)."""
 
-    def __init__(self, bootstrap: str, prefix: str, work: Path) -> None:
+    def __init__(self, bootstrap: str, prefix: str, work: Path, root: Path = ROOT) -> None:
         self.prefix = prefix
+        self.root = root
         self.port = free_port()
         app_id = prefix.rstrip(".")
         self.env = {"FACTORY_KAFKA_BOOTSTRAP": bootstrap, "FACTORY_TOPIC_PREFIX": prefix,
@@ -198,7 +200,8 @@ class Worker:
     def start(self) -> subprocess.Popen[bytes]:
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"],
-                                         cwd=ROOT, env={**os.environ, **self.env}, stdout=out,
+                                         cwd=self.root, env={**os.environ, **self.env},
+                                         stdout=out,
                                          stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
         while b"[^Worker]: Ready" not in self.log.read_bytes():
