@@ -26,7 +26,7 @@ import orjson
 
 from agents.join_index import Join, Memory
 from agents.messages import parse_chunk_key
-from agents.shard import FORWARDED, Message, Shard, ShardRuntime, retention_rejection
+from agents.shard import FORWARDED, Batch, Message, Shard, ShardRuntime, retention_rejection
 from core.settings import Settings
 from core.topics import route
 from schemas import entities
@@ -233,8 +233,9 @@ class PredictionLogic:
                 else:
                     join.add_orphan(eid, event["label"], ts, event.get("model"))
         shard.observe(newest)
-        self._update_traffic(shard, messages, cols)
-        self._update_quality(shard, messages, labels)
+        batch = Batch.of(messages)
+        self._update_traffic(shard, batch, cols)
+        self._update_quality(shard, batch, labels)
         return rejected
 
     def _fast_predictions(self, shard: Shard, join: Join, messages: list[Message], first: int,
@@ -295,7 +296,7 @@ class PredictionLogic:
         cols.delay.append(label_ts - ts)
         cols.msg.append(mi)
 
-    def _update_traffic(self, shard: Shard, messages: list[Message], cols: _Columns) -> None:
+    def _update_traffic(self, shard: Shard, batch: Batch, cols: _Columns) -> None:
         if not cols.ts:
             return
         codes = {model: code for code, model in enumerate(dict.fromkeys(cols.model))}
@@ -315,7 +316,7 @@ class PredictionLogic:
             scored = not np.isnan(score).all()
             features = [cols.features[i] for i in np.arange(len(cols.ts))[mine].tolist()]
             featured = any(features)
-            for state, rows in shard.windows(entities.model(model), ts, msg, messages):
+            for state, rows in shard.windows(entities.model(model), ts, msg, batch):
                 state.family("traffic").update(failed[rows], latency[rows], cost[rows])
                 if scored:
                     state.family("scores").update(score[rows])
@@ -323,14 +324,14 @@ class PredictionLogic:
                     state.family("features").update(_feature_columns(
                         [features[i] for i in rows.tolist()]))
 
-    def _update_quality(self, shard: Shard, messages: list[Message],
+    def _update_quality(self, shard: Shard, batch: Batch,
                         labels: dict[str, _LabelColumns]) -> None:
         for model, cols in labels.items():
             ts = np.array(cols.ts)
             msg = np.array(cols.msg, dtype=np.int64)
             delay = np.array(cols.delay)
             regressor = model in self.settings.regressors
-            for state, rows in shard.windows(entities.model(model), ts, msg, messages):
+            for state, rows in shard.windows(entities.model(model), ts, msg, batch):
                 picked = rows.tolist()
                 state.family("quality").update([cols.predicted[i] for i in picked],
                                                [cols.labels[i] for i in picked],

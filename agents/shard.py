@@ -94,7 +94,6 @@ class IngestProgress:
         return cls(**state) if state else cls()
 
 
-
 @dataclass(slots=True)
 class Message:
     """The decoded, valid events of one Kafka message and where the message came from."""
@@ -103,6 +102,24 @@ class Message:
     offset: int
     events: list[JSON]
     kind: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A flush's messages for one shard, and per source the lowest offset among them: what
+    each window slot compares its offsets with (`Shard.windows`), found once per batch
+    rather than once per entity."""
+
+    messages: list[Message]
+    lowest: dict[str, int]
+
+    @classmethod
+    def of(cls, messages: list[Message]) -> Batch:
+        lowest: dict[str, int] = {}
+        for message in messages:
+            if message.offset < lowest.get(message.src, message.offset + 1):
+                lowest[message.src] = message.offset
+        return cls(messages, lowest)
 
 
 @dataclass(slots=True)
@@ -262,17 +279,15 @@ class Shard:
         self.pending_deletes.add(local)
 
     def windows(self, entity: str, ts: npt.NDArray[np.float64], msg: npt.NDArray[np.int64],
-                messages: list[Message]) -> Iterator[tuple[WindowState, npt.NDArray[np.int64]]]:
+                batch: Batch) -> Iterator[tuple[WindowState, npt.NDArray[np.int64]]]:
         """For each configured window size and each window the rows fall in: its state and
-        the rows (indices) not yet applied to it. Marks the yielded slots dirty.
+        the rows (indices into `batch.messages` by `msg`) not yet applied to it. Marks the
+        yielded slots dirty.
 
         A slot whose offsets are all below the batch's (the usual case: no replay) takes
         every row without asking each message; a batch of 4,000 one-event messages asked
         them all for every slot it touched."""
-        lowest: dict[str, int] = {}
-        for message in messages:
-            if message.offset < lowest.get(message.src, message.offset + 1):
-                lowest[message.src] = message.offset
+        messages = batch.messages
         for size in self.settings.window_sizes:
             starts = window_start(ts, size)
             for start in np.unique(starts).tolist():
@@ -281,7 +296,7 @@ class Shard:
                 if slot is None:
                     continue
                 offsets = slot.offsets
-                if any(offsets.get(src, -1) >= low for src, low in lowest.items()):
+                if any(offsets.get(src, -1) >= low for src, low in batch.lowest.items()):
                     accepted = np.fromiter((slot.accepts(m) for m in messages), bool,
                                            len(messages))
                     rows = rows[accepted[msg[rows]]]
@@ -436,9 +451,10 @@ class SimpleLogic:
 
     def apply(self, shard: Shard, messages: list[Message]) -> list[tuple[Rejection, Message]]:
         groups, rejected = group_by_entity(shard, messages, self.entities)
+        batch = Batch.of(messages)
         for entity, rows in groups.items():
             ts, msg = rows.arrays()
-            for state, picked in shard.windows(entity, ts, msg, messages):
+            for state, picked in shard.windows(entity, ts, msg, batch):
                 self.update(entity, state, rows, picked)
         return rejected
 

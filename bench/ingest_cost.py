@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from peer import prediction  # noqa: E402
 
-from agents.predictions import PredictionLogic  # noqa: E402
+from agents.predictions import PredictionLogic, _feature_columns  # noqa: E402
 from agents.shard import Message, Shard  # noqa: E402
 from core.settings import load_settings  # noqa: E402
 from schemas.codec import VALIDATORS, decode_message  # noqa: E402
@@ -95,16 +95,13 @@ def in_process(events: int, per_message: int) -> dict[str, float]:
 def _rows_to_columns(value: bytes) -> Any:
     """Today's path for a 500-event message, up to the columns `apply` builds from it."""
     events, _ = VALIDATORS["predictions"].batch(orjson.loads(value))
-    features = [e.get("features") for e in events]
-    names = {name for row in features if row for name in row}
     return ([e["event_id"] for e in events], np.array([e["ts"] for e in events]),
             [e["model"] for e in events], [e.get("predicted") for e in events],
             np.array([math.nan if (v := e.get("score")) is None else v for e in events]),
             np.array([math.nan if (v := e.get("latency_ms")) is None else v for e in events]),
             np.array([math.nan if (v := e.get("cost_usd")) is None else v for e in events]),
             np.array([e.get("status") == "error" for e in events]),
-            {n: np.array([r.get(n, math.nan) if r else math.nan for r in features])
-             for n in names})
+            _feature_columns([e.get("features") for e in events]))
 
 
 def _numbers(column: list[Any], low: float, high: float, optional: bool) -> np.ndarray:

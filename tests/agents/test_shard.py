@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.shard import Message, Shard, ShardRuntime, SimpleLogic
+from agents.shard import Batch, Message, Shard, ShardRuntime, SimpleLogic
 from core.settings import load_settings
 
 SETTINGS = load_settings({"FACTORY_PARTITIONS": "3", "FACTORY_IDLE": "60s"})
@@ -79,5 +79,5 @@ def test_expiry_reaches_cold_slots_and_never_recreates_an_expired_window() -> No
     assert shard.pending_deletes == {"w|d:x|60|0"}
     assert shard.slot("d:x", 60.0, 0.0) is None
     rows: Any = list(shard.windows("d:x", np.array([7230.0]), np.array([0]),
-                                   [Message("telemetry", 1, [])]))
+                                   Batch.of([Message("telemetry", 1, [])])))
     assert len(rows) == 1
