@@ -25,6 +25,9 @@ import itertools
 import operator
 import shutil
 import struct
+from bisect import bisect_right
+from collections import deque
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -130,14 +133,23 @@ class Join:
         self._handle = {name: self._db.get_column_family_handle(name)
                         for name in (*KINDS, "X")}
         self.next_seq = dict.fromkeys(KINDS, 0)
-        # This flush's rows, in the order they go into chunks (each with its chunk seq
-        # last), and by id for reads (an orphan joined this flush is None: deleted at the
-        # next write).
-        self.new_predictions: list[tuple[str, str, float, Any, int]] = []
+        # This flush's predictions, most of its rows, as columns in chunk order: a batch of
+        # thousands is a few list extends, and a chunk's value is slices of them. Chunk
+        # seq `_chunk_seq[k]` starts at row `_chunk_row[k]`; `_predictions` is each id's
+        # row, for reads.
+        self._ids: list[str] = []
+        self._models: list[str] = []
+        self._ts: list[float] = []
+        self._predicted: list[Any] = []
+        self._chunk_row: list[int] = []
+        self._chunk_seq: list[int] = []
+        self._predictions: dict[str, int] = {}
+        # This flush's labels and waiting labels, few per event, as rows (each with its
+        # chunk seq last), and by id for reads (an orphan joined this flush is None:
+        # deleted at the next write).
         self.new_labelled: list[tuple[str, float, int]] = []
         self.new_orphans: list[tuple[str, Any, float, str | None, int]] = []
         self._filled = dict.fromkeys(KINDS, 0)  # characters of this flush's rows, per kind
-        self._predictions: dict[str, Prediction] = {}
         self._labelled: dict[str, int] = {}
         self._orphans: dict[str, Orphan | None] = {}
         self.joinable = 0  # predictions held (labelled or not)
@@ -173,9 +185,10 @@ class Join:
     # -- reads -------------------------------------------------------------------------
 
     def prediction(self, eid: str) -> Prediction | None:
-        held = self._predictions.get(eid)
-        if held is not None:
-            return held
+        row = self._predictions.get(eid)
+        if row is not None:
+            seq = self._chunk_seq[bisect_right(self._chunk_row, row) - 1]
+            return self._models[row], self._ts[row], self._predicted[row], seq
         raw = self._cf["P"].get(eid.encode())
         if raw is None:
             return None
@@ -209,25 +222,47 @@ class Join:
 
     def add_predictions(self, ids: list[str], models: list[str], ts: list[float],
                         predicted: list[Any]) -> None:
-        """New predictions, none held yet (see `holds_any`)."""
-        chars = np.fromiter((len(i) + len(m) + (len(p) if type(p) is str else 0)
-                             for i, m, p in zip(ids, models, predicted, strict=True)),
-                            np.int64, len(ids))
+        """New predictions, none held yet (see `holds_any`): the same rows and chunks as
+        `add_prediction` one at a time, with no Python loop over them."""
+        n = len(ids)
+        if not n == len(models) == len(ts) == len(predicted):
+            raise ValueError("columns of different lengths")
+        if not n:
+            return
+        chars = np.fromiter(map(len, ids), np.int64, n) + np.fromiter(map(len, models),
+                                                                    np.int64, n)
+        if str in set(map(type, predicted)):
+            chars += np.fromiter((len(p) if type(p) is str else 0 for p in predicted),
+                                 np.int64, n)
         counted = np.maximum(chars, ROW_CHARS_MIN)
         ends = self._filled["P"] + np.cumsum(counted)
-        starts = ends - counted
         self._filled["P"] = int(ends[-1])
-        seqs = (self.next_seq["P"] + starts // CHUNK_CHARS).tolist()
-        self._predictions.update(zip(ids, zip(models, ts, predicted, seqs, strict=True),
-                                     strict=True))
-        self.new_predictions.extend(zip(ids, models, ts, predicted, seqs, strict=True))
-        self.joinable += len(ids)
+        seqs = self.next_seq["P"] + (ends - counted) // CHUNK_CHARS
+        first = len(self._ids)
+        for at in np.flatnonzero(np.diff(seqs, prepend=-1)).tolist():
+            self._new_chunk(first + at, int(seqs[at]))
+        self._ids.extend(ids)
+        self._models.extend(models)
+        self._ts.extend(ts)
+        self._predicted.extend(predicted)
+        self._predictions.update(zip(ids, range(first, first + n), strict=True))
+        self.joinable += n
 
     def add_prediction(self, eid: str, model: str, ts: float, predicted: Any) -> None:
-        seq = self._row_seq("P", eid, model, predicted)
-        self._predictions[eid] = (model, ts, predicted, seq)
-        self.new_predictions.append((eid, model, ts, predicted, seq))
+        row = len(self._ids)
+        self._new_chunk(row, self._row_seq("P", eid, model, predicted))
+        self._ids.append(eid)
+        self._models.append(model)
+        self._ts.append(ts)
+        self._predicted.append(predicted)
+        self._predictions[eid] = row
         self.joinable += 1
+
+    def _new_chunk(self, row: int, seq: int) -> None:
+        """Note that prediction row `row` is in chunk `seq` (a new one, or the last)."""
+        if not self._chunk_seq or self._chunk_seq[-1] != seq:
+            self._chunk_row.append(row)
+            self._chunk_seq.append(seq)
 
     def label(self, eid: str, ts: float) -> None:
         """Record that the prediction `eid` (made at `ts`) got its label."""
@@ -261,9 +296,17 @@ class Join:
         """This flush's rows as changelog chunks (`c|<kind>|<seq>` -> columns), now also
         written to the database in one batch."""
         chunks: list[tuple[str, dict[str, Any]]] = []
+        ends = [*self._chunk_row[1:], len(self._ids)] if self._ids else []
+        for seq, start, end in zip(self._chunk_seq, self._chunk_row, ends, strict=True):
+            ts = self._ts[start:end]
+            chunks.append((chunk_key("P", seq), {
+                "i": self._ids[start:end], "m": self._models[start:end], "t": ts,
+                "p": self._predicted[start:end], "x": max(ts)}))
+            self.next_seq["P"] = seq + 1
+        self._filled["P"] = 0
         pending: dict[str, list[tuple[Any, ...]]] = {
-            "P": self.new_predictions, "L": self.new_labelled, "O": self.new_orphans}
-        columns = {"P": ("i", "m", "t", "p"), "L": ("i", "t"), "O": ("i", "l", "t", "m")}
+            "L": self.new_labelled, "O": self.new_orphans}
+        columns = {"L": ("i", "t"), "O": ("i", "l", "t", "m")}
         for kind, rows in pending.items():
             for seq, grouped in itertools.groupby(rows, key=operator.itemgetter(-1)):
                 part = list(grouped)
@@ -276,6 +319,9 @@ class Join:
             self._filled[kind] = 0
         if not self.closed:
             self._write(chunks)
+        for column in (self._ids, self._models, self._ts, self._predicted, self._chunk_row,
+                       self._chunk_seq):
+            column.clear()
         self._predictions.clear()
         self._labelled.clear()
         self._orphans.clear()
@@ -286,11 +332,13 @@ class Join:
         handle = self._handle
         for key, value in chunks:
             _, kind, number = key.split("|")
-            batch.put(_sortable(value["x"]) + kind.encode() + _seq(int(number)),
-                      orjson.dumps(value["i"]), handle["X"])
-        for eid, (model, ts, predicted, seq) in self._predictions.items():
-            batch.put(eid.encode(), _seq(seq) + orjson.dumps((model, ts, predicted)),
-                      handle["P"])
+            tag = _seq(int(number))
+            batch.put(_sortable(value["x"]) + kind.encode() + tag, orjson.dumps(value["i"]),
+                      handle["X"])
+            if kind == "P":  # a put per prediction, with no Python frame per row
+                deque(map(batch.put, map(str.encode, value["i"]), map(tag.__add__, map(
+                    orjson.dumps, zip(value["m"], value["t"], value["p"], strict=True))),
+                    repeat(handle["P"])), maxlen=0)
         for eid, seq in self._labelled.items():
             batch.put(eid.encode(), _seq(seq), handle["L"])
         for eid, orphan in self._orphans.items():

@@ -126,6 +126,42 @@ def test_rows_go_to_chunks_of_at_most_chunk_rows(join: Join) -> None:
     assert "c|P|2" in log.chunks
 
 
+def test_batches_make_the_rows_and_chunks_of_one_at_a_time(tmp_path: Path) -> None:
+    """`add_predictions` (the fast path) and `add_prediction` (event by event) must give the
+    same chunks, reads and database: mixed, across chunk boundaries, with class names."""
+    rng = random.Random(5)
+    rows = [(f"e{i}" + "x" * rng.choice((0, 0, 40, 600)), rng.choice(("m", "model-" * 20)),
+             float(i), rng.choice((0, 1.5, "cat" * rng.randint(1, 200), None, True)))
+            for i in range(9000)]
+    batched, single = Join(tmp_path / "b"), Join(tmp_path / "s")
+    logs = Changelog(), Changelog()
+    at = 0
+    for size in (1, 700, 1, 1, 3000, 5, 2000, 1293, 1999):
+        part = rows[at:at + size]
+        at += size
+        if size == 1:
+            batched.add_prediction(*part[0])
+        else:
+            batched.add_predictions(*map(list, zip(*part, strict=True)))
+        for row in part:
+            single.add_prediction(*row)
+        if size == 3000:
+            assert [batched.prediction(r[0]) for r in rows[:at]] == [
+                single.prediction(r[0]) for r in rows[:at]]
+            for log, join in zip(logs, (batched, single), strict=True):
+                log.flush(join)
+    assert at == len(rows)
+    for log, join in zip(logs, (batched, single), strict=True):
+        log.flush(join)
+    assert logs[0].chunks == logs[1].chunks
+    assert len(logs[0].chunks) > 5
+    assert [batched.prediction(r[0]) for r in rows] == [single.prediction(r[0]) for r in rows]
+    assert batched.joinable == single.joinable == len(rows)
+    stored = [dict(join._cf["P"].items()) for join in (batched, single)]
+    assert stored[0] == stored[1]
+    assert len(stored[0]) == len(rows)
+
+
 def test_expiry_drops_whole_chunks_by_their_newest_row(join: Join) -> None:
     log = Changelog()
     predict(join, ["old1", "old2"], 100.0)
