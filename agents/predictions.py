@@ -19,7 +19,7 @@ import math
 import zlib
 from collections.abc import Iterable, Iterator
 from itertools import chain
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
@@ -64,10 +64,29 @@ class _LabelColumns:
 
 
 def _feature_columns(rows: list[dict[str, float] | None]) -> dict[str, np.ndarray]:
-    """Each numeric feature as a column, NaN where a prediction lacks it."""
+    """Each numeric feature as a column, NaN where a prediction lacks it.
+
+    Most producers send the same features in the same order in every prediction: then the
+    values are read in one pass with no Python frame per row (a third of the time of the
+    general case, which reads each name from each row)."""
+    if rows and None not in rows:
+        full = cast(list[dict[str, float]], rows)
+        orders = set(map(tuple, full))  # (dicts: their keys in order)
+        if len(orders) == 1:
+            order = orders.pop()
+            grid = np.fromiter(chain.from_iterable(map(dict.values, full)), np.float64,
+                               len(full) * len(order)).reshape(len(full), len(order))
+            return dict(zip(order, grid.T.copy(), strict=True))  # (each row contiguous)
     names = {name for row in rows if row for name in row}
     return {name: np.array([row.get(name, math.nan) if row else math.nan for row in rows],
                            dtype=np.float64) for name in names}
+
+
+def _present(columns: dict[str, np.ndarray], rows: Any) -> dict[str, np.ndarray]:
+    """The feature columns at `rows`, less those none of the rows has: the columns
+    `_feature_columns` would make of those rows alone."""
+    picked = {name: values[rows] for name, values in columns.items()}
+    return {name: values for name, values in picked.items() if not np.isnan(values).all()}
 
 
 def forward_messages(kind: str, events: list[JSON], max_bytes: int) -> Iterator[bytes]:
@@ -308,21 +327,20 @@ class PredictionLogic:
         latency_all = np.array(cols.latency)
         cost_all = np.array(cols.cost)
         score_all = np.array(cols.score)
+        features_all = _feature_columns(cols.features) if any(cols.features) else {}
         for k, model in enumerate(names):
             mine = np.flatnonzero(which == k) if len(names) > 1 else slice(None)
             ts, msg = ts_all[mine], msg_all[mine]
             failed, latency, cost = failed_all[mine], latency_all[mine], cost_all[mine]
             score = score_all[mine]
             scored = not np.isnan(score).all()
-            features = [cols.features[i] for i in np.arange(len(cols.ts))[mine].tolist()]
-            featured = any(features)
+            features = _present(features_all, mine) if features_all else features_all
             for state, rows in shard.windows(entities.model(model), ts, msg, batch):
                 state.family("traffic").update(failed[rows], latency[rows], cost[rows])
                 if scored:
                     state.family("scores").update(score[rows])
-                if featured:
-                    state.family("features").update(_feature_columns(
-                        [features[i] for i in rows.tolist()]))
+                if features:
+                    state.family("features").update(_present(features, rows))
 
     def _update_quality(self, shard: Shard, batch: Batch,
                         labels: dict[str, _LabelColumns]) -> None:

@@ -4,11 +4,15 @@ writes as the table, flushes, a reload from those writes, and expiry."""
 from __future__ import annotations
 
 import asyncio
+import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pytest
+
 from agents.aggregators.window import WindowState
-from agents.predictions import PredictionLogic
+from agents.predictions import PredictionLogic, _feature_columns, _present
 from agents.shard import Message, Shard, ShardRuntime, SimpleLogic
 from core.settings import Settings
 
@@ -188,3 +192,30 @@ def test_one_event_messages_applied_as_a_run_count_as_they_would_one_by_one(
         assert apart.logic.apply(apart.shard, [message]) == []
     assert counts(together) == counts(apart)
     assert counts(together)[:4] == (13, 0, 1, 2)
+
+
+def _columns_row_by_row(rows: list[dict[str, float] | None]) -> dict[str, list[float]]:
+    names = {name for row in rows if row for name in row}
+    return {name: [(row or {}).get(name, math.nan) for row in rows] for name in names}
+
+
+@pytest.mark.parametrize("rows", [
+    [{"a": 1.0, "b": 2}, {"a": 3.5, "b": -1.0}, {"a": 0, "b": 2.0**53}],  # one order: one pass
+    [{"a": 1.0, "b": 2.0}, {"b": 3.0, "a": 4.0}],  # the same names in another order
+    [{"a": 1.0}, None, {"a": 2.0, "c": 5.0}, {}],
+    [{}, {}], [None], [{"z": 7.0}], []])
+def test_feature_columns_are_those_read_row_by_row(rows: list[dict[str, float] | None]) -> None:
+    got = _feature_columns(rows)
+    want = _columns_row_by_row(rows)
+    assert got.keys() == want.keys()
+    for name, values in want.items():
+        np.testing.assert_array_equal(got[name], np.array(values))
+        assert got[name].flags.c_contiguous
+    # a window's rows: the columns of those rows alone, none that they all lack
+    for picked in ([0], [1, 2], list(range(len(rows)))):
+        picked = [i for i in picked if i < len(rows)]
+        alone = _columns_row_by_row([rows[i] for i in picked])
+        part = _present(got, np.array(picked, dtype=np.int64))
+        assert part.keys() == alone.keys()
+        for name, values in alone.items():
+            np.testing.assert_array_equal(part[name], np.array(values))
