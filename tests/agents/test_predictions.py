@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from agents.aggregators.window import WindowState
-from agents.predictions import PredictionLogic, _feature_columns, _present
+from agents.predictions import RUN_EVENTS, PredictionLogic, _feature_columns, _present
 from agents.shard import Message, Shard, ShardRuntime, SimpleLogic
 from core.settings import Settings
 
@@ -219,3 +219,62 @@ def test_feature_columns_are_those_read_row_by_row(rows: list[dict[str, float] |
         assert part.keys() == alone.keys()
         for name, values in alone.items():
             np.testing.assert_array_equal(part[name], np.array(values))
+
+
+def test_large_messages_go_in_runs_of_about_run_events_and_count_as_one_by_one(
+        tmp_path: Path) -> None:
+    """Runs are cut near RUN_EVENTS (so their events stay in cache); however a batch is cut,
+    every window holds exactly what applying its messages one by one gives: traffic,
+    scores and feature sketches, with optional fields and features missing here and there."""
+    def event(i: int) -> dict[str, Any]:
+        e = prediction(f"b{i}", 300.0 + i / 100, model=("churn", "intent")[i % 3 == 0])
+        if i % 5:
+            e["score"], e["latency_ms"] = (i % 89) / 89, float(i % 31)
+        if i % 7:
+            e["features"] = {"f0": i % 13, "f1": (i % 17) / 3} if i % 11 else {"f2": 1.0}
+        if i >= 3 * size:  # the second run has features of its own
+            e["features"] = {"f3": i % 5}
+        if i % 50 == 0:
+            e["status"] = "error"
+        return e
+
+    size = 1500
+    batch = [Message("predictions", 10 + m, [event(m * size + i) for i in range(size)],
+                     "predictions") for m in range(5)]
+    new_model = {**prediction("n0", 301.0, "new"), "features": {"f9": 2.0}}
+    batch.append(Message("predictions", 15, [new_model], "predictions"))  # one by one
+    together, apart = Rig(tmp_path / "together"), Rig(tmp_path / "apart")
+    for rig in (together, apart):  # both models known: none is admitted one by one
+        rig.send("predictions", prediction("k1", 299.0), prediction("k2", 299.0, "intent"))
+    runs: list[int] = []
+    fast = together.logic._fast_predictions
+
+    def spy(shard: Shard, join: Any, messages: list[Message], first: int, end: int,
+            *rest: Any) -> float | None:
+        runs.append(sum(len(m.events) for m in messages[first:end]))
+        return fast(shard, join, messages, first, end, *rest)
+
+    together.logic._fast_predictions = spy  # type: ignore[method-assign]
+    assert together.logic.apply(together.shard, batch) == []
+    # the second run holds the new model's message: its messages go one by one
+    assert runs == [3 * size, 2 * size + 1, size, size, 1]
+    assert RUN_EVENTS <= 3 * size < RUN_EVENTS + size
+    for message in batch:
+        assert apart.logic.apply(apart.shard, [message]) == []
+
+    def states(rig: Rig) -> dict[Any, Any]:
+        return {key: slot.state.to_state() for key, slot in rig.shard.slots.items()}
+
+    # (a sketch's sum depends on how its values were split into updates, in the last bits)
+    assert _rounded(states(together)) == _rounded(states(apart))
+    assert len(states(together)) >= 2
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return float(f"{value:.12g}")
+    if isinstance(value, dict):
+        return {key: _rounded(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(item) for item in value]
+    return value
