@@ -254,12 +254,13 @@ def _readers(consumer: Any) -> dict[str, BulkReader]:
 
 @dataclass(slots=True)
 class TableWrite:
-    """One flush's changes to one partition of a table, sent to the changelog only."""
+    """One flush's changes to one partition of a table, sent to the changelog only: the
+    keys and values encoded, once for both the changelog and the local store."""
 
     table: Any
     event: Any
-    puts: dict[str, Any]
-    deletes: list[str]
+    puts: dict[bytes, bytes]
+    deletes: list[bytes]
     sent: list[Any] = field(default_factory=list)
 
 
@@ -275,18 +276,25 @@ def send_changelog(table: Any, event: Any, puts: dict[str, Any], deletes: list[s
     rebuilding it from the whole changelog (a restart growing with the history). Written
     changelog first, the store is never ahead, and after a crash Faust replays just the
     changelog records past the offset the store was marked with.
+
+    Each key and value is encoded once, with the store's own serializers, for the changelog
+    record and the store alike (the bytes Faust's recovery copies from one to the other);
+    `table[k] = v` encoded every value twice, and the join's chunks are most of a flush.
     """
-    write = TableWrite(table, event, puts, deletes)
+    store = table.data
+    write = TableWrite(table, event,
+                       {store._encode_key(key): store._encode_value(value)
+                        for key, value in puts.items()},
+                       [store._encode_key(key) for key in deletes])
     topic, partition = table.changelog_topic, event.message.partition
     write.sent += [topic.send_soon(key=key, value=None, partition=partition,
-                                   key_serializer=table.key_serializer,
-                                   value_serializer="raw", eager_partitioning=True)
-                   for key in deletes]
-    write.sent += [topic.send_soon(key=key, value=value, partition=partition,
-                                   key_serializer=table.key_serializer,
-                                   value_serializer=table.value_serializer,
+                                   key_serializer="raw", value_serializer="raw",
                                    eager_partitioning=True)
-                   for key, value in puts.items()]
+                   for key in write.deletes]
+    write.sent += [topic.send_soon(key=key, value=value, partition=partition,
+                                   key_serializer="raw", value_serializer="raw",
+                                   eager_partitioning=True)
+                   for key, value in write.puts.items()]
     return write
 
 
@@ -307,9 +315,9 @@ async def apply_local(write: TableWrite) -> None:
     with acting_as(write.event):
         for key in write.deletes:
             with suppress(KeyError):
-                del store[key]
+                store._del(key)
         for key, value in write.puts.items():
-            store[key] = value
+            store._set(key, value)
     if delivered:
         tp = TP(write.table.changelog_topic.get_topic_name(), write.event.message.partition)
         store.set_persisted_offset(tp, max(meta.offset for meta in delivered))
