@@ -2,13 +2,14 @@
 
   python bench/join_memory.py [--predictions 10000000] [--impl disk|dicts|both]
 
-Drives the join index the way `agents.predictions` does, without a broker: flushes of 200
-new predictions (one batched dedup lookup, then added as columns), a third of them labelled
-30 s (event time) later (each label looked up one by one, as labels are), then the flush's
-chunks written and the label horizon (24 h) expired. Event time advances 100,000
-predictions per second, so 10M predictions are 100 s: nothing is old enough to expire, and
-everything stays held. Prints, every million, the process's RSS (VmRSS), the size of the
-index on disk and the index's own throughput (time inside its calls only).
+Drives the join index the way `agents.predictions` does, without a broker: flushes of
+`worker.max_batch` new predictions (one batched dedup lookup, then added as columns), a
+third of them labelled 30 s (event time) later (each label looked up one by one, as labels
+are), then the flush's chunks written and the label horizon (24 h) expired. Event time
+advances 100,000 predictions per second, so 10M predictions are 100 s: nothing is old enough
+to expire, and everything stays held. Prints, every million, the process's RSS (VmRSS), the
+size of the index on disk, and the time inside the index's calls for that million, per
+prediction: the dedup lookup and add, the labels' lookups, the chunk write and expiry.
 
 `disk` is `agents.join_index.Join`; `dicts` the in-memory dicts it replaced (index,
 labelled, chunks with their id lists), minus their per-flush expiry scan (O(chunks) per flush,
@@ -31,11 +32,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agents.join_index import Join  # noqa: E402
+from core.settings import Settings  # noqa: E402
 
 OLD_CHUNK_ROWS = 4000  # rows per chunk of the former in-memory join
 
 RATE = 100_000  # predictions per second of event time
-BATCH = 200  # predictions per flush (worker.max_batch)
+BATCH = Settings().max_batch  # predictions per flush, as one-event messages come
 LABEL_DELAY_S = 30.0
 HORIZON_S = 86_400.0
 MODELS = ["churn", "intent", "demand", "ranker"]
@@ -116,8 +118,10 @@ def run(impl: str, n: int) -> None:
         base_rss, _ = rss_mib()
         print(f"{impl}: RSS at start {base_rss:.0f} MiB", flush=True)
         print(f"{'predictions':>12} {'RSS MiB':>8} {'peak MiB':>8} {'B/pred':>7} "
-              f"{'disk MiB':>9} {'index pred/s':>13}", flush=True)
-        spent = 0.0
+              f"{'disk MiB':>9} {'µs: add':>8} {'labels':>7} {'write':>6} {'all':>6}",
+              flush=True)
+        spent = [0.0, 0.0, 0.0]  # seconds since the last row: dedup and add, labels, write
+        since = 0
         clock: Callable[[], float] = time.perf_counter
         labelled_back = int(LABEL_DELAY_S * RATE)
         watermark = START
@@ -132,21 +136,28 @@ def run(impl: str, n: int) -> None:
             began = clock()
             if not join.holds_any(ids):
                 join.add_predictions(ids, models, ts, predicted)
+            added = clock()
             for eid in answers:
                 if not join.answered(eid):
                     held = join.prediction(eid)
                     if held is not None:
                         join.label(eid, held[1])
+            labelled = clock()
             join.write_chunks()
             join.expire(watermark - HORIZON_S)
-            spent += clock() - began
+            for step, seconds in enumerate((added - began, labelled - added,
+                                            clock() - labelled)):
+                spent[step] += seconds
             done = first + BATCH
             if done % 1_000_000 == 0 or done >= n:
                 rss, peak = rss_mib()
                 disk = disk_mib(path) if impl == "disk" else 0.0
+                each = [seconds / (done - since) * 1e6 for seconds in spent]
                 print(f"{done:>12,} {rss:>8.0f} {peak:>8.0f} "
                       f"{(rss - base_rss) * 2**20 / done:>7.0f} {disk:>9.0f} "
-                      f"{done / spent:>13,.0f}", flush=True)
+                      f"{each[0]:>8.1f} {each[1]:>7.1f} {each[2]:>6.1f} {sum(each):>6.1f}",
+                      flush=True)
+                spent, since = [0.0, 0.0, 0.0], done
         if impl == "disk":
             assert join.joinable == n, join.joinable
             join.close()
