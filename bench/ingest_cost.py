@@ -1,7 +1,7 @@
 """Where a prediction's time goes inside the worker, without Kafka, and what a columnar batch
 message would save.
 
-  python bench/ingest_cost.py [--events 200000] [--per-message 500]
+  python bench/ingest_cost.py [--events 200000] [--per-message 500] [--random-ids]
 
 Part 1 runs the worker's own code in one process on `bench/peer.py`'s predictions, one shard,
 in flushes of about 80,000 events (10,000 one-event messages), and prints the time per
@@ -15,6 +15,10 @@ Part 2 is a prototype, not the service's code: the same 500 events as one column
 (`{"columns": {"event_id": [...], "ts": [...], ...}}`), decoded, checked with the rules of
 `schemas/events.py` (numbers vectorised, each distinct name checked once) and turned into
 the columns the apply step needs, against what rows cost for the same today.
+
+`--random-ids` gives the predictions 32-hex-character ids in random order (as UUIDs are)
+instead of `bench/peer.py`'s `p-<n>`: the join's on-disk index then has no locality to use,
+and its write costs more than twice as much.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from join_memory import event_id  # noqa: E402
 from peer import prediction  # noqa: E402
 
 from agents.predictions import PredictionLogic, _feature_columns  # noqa: E402
@@ -50,7 +55,7 @@ from streams.cli import GC_THRESHOLDS  # noqa: E402
 FLUSH_EVENTS = 80_000
 
 
-def in_process(events: int, per_message: int) -> dict[str, float]:
+def in_process(events: int, per_message: int, random_ids: bool = False) -> dict[str, float]:
     """Seconds per step, over `events` predictions in messages of `per_message`."""
     settings = dataclasses.replace(load_settings({}), partitions=1,
                                    state_dir=Path(tempfile.mkdtemp(prefix="fp-cost-")))
@@ -59,6 +64,9 @@ def in_process(events: int, per_message: int) -> dict[str, float]:
     logic.load(shard, iter(()))
     start = time.time() - 600
     rows = [prediction(i, start, 600 / events) for i in range(events)]
+    if random_ids:
+        for i, row in enumerate(rows):
+            row["event_id"] = event_id(i)
     values = [orjson.dumps(rows[i:i + per_message] if per_message > 1 else rows[i])
               for i in range(0, events, per_message)]
     validate = VALIDATORS["predictions"]
@@ -178,12 +186,14 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--per-message", type=int, default=500)
+    parser.add_argument("--random-ids", action="store_true")
     args = parser.parse_args()
     gc.set_threshold(*GC_THRESHOLDS)  # as the worker runs
-    spent = in_process(args.events, args.per_message)
+    spent = in_process(args.events, args.per_message, args.random_ids)
     total = sum(spent.values())
-    print(f"{args.events:,} predictions, {args.per_message} per message, one shard, in "
-          f"process:\n")
+    ids = "random 32-character ids" if args.random_ids else "ids p-<n>"
+    print(f"{args.events:,} predictions ({ids}), {args.per_message} per message, one shard, "
+          f"in process:\n")
     print("| step | µs per event |")
     print("|---|---|")
     for step, seconds in spent.items():
