@@ -12,9 +12,18 @@ from typing import Any, ClassVar, Literal
 
 from schemas.fields import constraint
 
+# The ten efficiency metrics of the article the service is built on (`shared/seeds/`), in
+# its order: every snapshot metric belongs to one of them (`metric(..., seed, ...)`, 1-10).
+SEEDS: tuple[str, ...] = (
+    "training time", "data processing speed", "accuracy", "resource utilisation",
+    "deployment frequency", "retraining frequency", "cost per prediction", "satisfaction",
+    "error rate", "innovation rate")
+
 
 def metric(unit: str, seed: int, doc: str) -> Any:
     """A metric field of the snapshot: absent (None) when the window has no data for it."""
+    if not 1 <= seed <= len(SEEDS):
+        raise ValueError(f"seed {seed} is not one of the {len(SEEDS)} metrics")
     return spec(default=None, metadata={**constraint(doc=doc), "unit": unit, "seed": seed})
 
 

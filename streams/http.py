@@ -19,7 +19,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from agents.shard import ShardRuntime
 from core.faust_internals import drop_builtin_views
-from schemas.outputs import METRICS
+from schemas.outputs import METRICS, SEEDS
 from streams.metrics_view import Query, QueryError, prometheus
 
 if TYPE_CHECKING:
@@ -130,11 +130,12 @@ def register(pulse: Pulse) -> None:
     @app.page("/api/v1/info")
     async def info_json(web: Any, request: Any) -> Any:
         """What the dashboard needs before the first snapshot: the configured window sizes
-        (seconds), the models configured as regressors (they have MAE, not F1), and the
-        metric registry (unit, seed metric and meaning of each snapshot metric)."""
+        (seconds), the models configured as regressors (they have MAE, not F1), the ten
+        efficiency metrics' names (`seeds`, numbered from 1) and the metric registry (unit,
+        seed metric and meaning of each snapshot metric)."""
         settings = pulse.settings
         return _json(web, {"app": settings.app_id, "window_sizes": list(settings.window_sizes),
-                           "regressors": sorted(settings.regressors),
+                           "regressors": sorted(settings.regressors), "seeds": list(SEEDS),
                            "metrics": {name: {"unit": m.unit, "seed": m.seed, "help": m.help}
                                        for name, m in METRICS.items()}})
 

@@ -95,7 +95,8 @@ function timeTicks(x0, x1, pixels) {
 }
 
 class Chart {
-  // `spec`: title, kicker (which of the ten metrics), unit, kind ("line" or "bars").
+  // `spec`: title, unit, kind ("line" or "bars"); the kicker (which of the ten metrics)
+  // comes with the registry (`setKicker`).
   // `onPick(name)`, if given, is called when a legend entry is clicked.
   constructor(figure, spec, onPick) {
     this.figure = figure;
@@ -106,10 +107,9 @@ class Chart {
     this.selected = null;
     this.hoverX = null;
     const caption = document.createElement("figcaption");
-    const kicker = document.createElement("span");
-    kicker.className = "kicker";
-    kicker.textContent = spec.kicker;
-    caption.append(kicker, document.createElement("br"), spec.title);
+    this.kicker = document.createElement("span");
+    this.kicker.className = "kicker";
+    caption.append(this.kicker, document.createElement("br"), spec.title);
     this.canvas = document.createElement("canvas");
     this.legend = document.createElement("ul");
     this.legend.className = "legend";
@@ -120,6 +120,9 @@ class Chart {
     this.canvas.addEventListener("mousemove", (e) => this.hover(e));
     this.canvas.addEventListener("mouseleave", () => this.unhover());
   }
+
+  // Which of the ten metrics the chart shows, once the registry has said.
+  setKicker(text) { this.kicker.textContent = text; }
 
   // `series`: [{name, label, points: [[x, value], ...]}]; series without a value are left out.
   // `domain`: the time range [first, last] all charts share, so they line up.

@@ -3,49 +3,45 @@
 // Kafka input and must show as text. The worker's CSP allows no inline script.
 "use strict";
 
-// The ten metrics of the README, in its order; every chart names the one it shows.
-const METRICS = ["", "1 · training time", "2 · data processing speed", "3 · accuracy",
-  "4 · resource utilisation", "5 · deployment frequency", "6 · retraining frequency",
-  "7 · cost per prediction", "8 · satisfaction", "9 · error rate", "10 · innovation rate"];
-
 const perSecond = (field) => (s) => (s[field] == null ? null : s[field] / s.window_s);
 
-// Charts: scope of the snapshots, the field (or pick) charted; `rollups: false` leaves out
-// `_factory` where a sum of all models would dwarf them. A field's unit is the registry's
-// (`unitOf`); only a chart of something that is not a field names its own.
+// Charts: scope of the snapshots, the field charted (or `pick`ed from it); `rollups: false`
+// leaves out `_factory` where a sum of all models would dwarf them. Which of the ten metrics
+// a chart shows, and its unit, are the field's in the registry (`/api/v1/info`, from
+// schemas/outputs.py); only a chart of something that is not the field names its own unit.
 const CHARTS = [
-  { id: "training", metric: 1, title: "training time, mean of runs finished", field: "training_time_mean_s", rollups: false, empty: "no training run finished in these windows" },
-  { id: "records", metric: 2, title: "records / s per pipeline stage", scope: "pipeline", field: "records_per_s", empty: "no pipeline batch in these windows" },
-  { id: "bytes", metric: 2, title: "bytes / s per pipeline stage", scope: "pipeline", field: "bytes_per_s", empty: "no pipeline batch reported bytes" },
-  { id: "f1", metric: 3, title: "F1 (classifiers)", field: "f1", empty: "no labelled prediction of a classifier yet" },
-  { id: "mae", metric: 3, title: "mean absolute error (regressors, in label units)", field: "mae", empty: "no labelled prediction of a regressor (configure regressors = [...])" },
-  { id: "gpu", metric: 4, title: "GPU utilisation per model", field: "gpu_util_avg", empty: "no telemetry in these windows" },
-  { id: "devices", metric: 4, title: "utilisation per device (GPU and CPU)", scope: "device", field: "gpu_util_avg", empty: "no telemetry in these windows" },
-  { id: "deployments", metric: 5, title: "deployments per window", field: "deployments", kind: "bars", rollups: false, empty: "no deployment in these windows" },
-  { id: "retrains", metric: 6, title: "retrains (training runs finished) per window", field: "retrains", kind: "bars", rollups: false, empty: "no retrain in these windows" },
-  { id: "since", metric: 6, title: "days since the last retrain", field: "days_since_retrain", rollups: false, empty: "no model retrained within the retention" },
-  { id: "cost", metric: 7, title: "cost per 1,000 predictions (USD)", field: "cost_per_prediction_usd", empty: "no cost yet (cost_usd or [prices] in the config)" },
-  { id: "satisfaction", metric: 8, title: "satisfaction (mean rating, 1 to 5)", field: "satisfaction", empty: "no rated feedback in these windows" },
-  { id: "thumbs", metric: 8, title: "thumbs-up rate", field: "thumbs_up_rate", empty: "no thumbs in these windows" },
-  { id: "engagement", metric: 8, title: "engagement rate (engaged feedback per prediction)", field: "engagement_rate", empty: "no engagement in these windows" },
-  { id: "error", metric: 9, title: "error rate (wrong among labelled)", field: "error_rate", empty: "no labelled prediction yet" },
-  { id: "latency", metric: 9, title: "latency p95", field: "latency_p95_ms", empty: "no prediction reported latency" },
-  { id: "throughput", metric: 9, title: "predictions / s", pick: perSecond("predictions"), unit: "count", empty: "no prediction in these windows" },
-  { id: "innovation", metric: 10, title: "innovation share (new models or features among deployments)", field: "innovation_share", rollups: false, empty: "no deployment in these windows" },
+  { id: "training", title: "training time, mean of runs finished", field: "training_time_mean_s", rollups: false, empty: "no training run finished in these windows" },
+  { id: "records", title: "records / s per pipeline stage", scope: "pipeline", field: "records_per_s", empty: "no pipeline batch in these windows" },
+  { id: "bytes", title: "bytes / s per pipeline stage", scope: "pipeline", field: "bytes_per_s", empty: "no pipeline batch reported bytes" },
+  { id: "f1", title: "F1 (classifiers)", field: "f1", empty: "no labelled prediction of a classifier yet" },
+  { id: "mae", title: "mean absolute error (regressors, in label units)", field: "mae", empty: "no labelled prediction of a regressor (configure regressors = [...])" },
+  { id: "gpu", title: "GPU utilisation per model", field: "gpu_util_avg", empty: "no telemetry in these windows" },
+  { id: "devices", title: "utilisation per device (GPU and CPU)", scope: "device", field: "gpu_util_avg", empty: "no telemetry in these windows" },
+  { id: "deployments", title: "deployments per window", field: "deployments", kind: "bars", rollups: false, empty: "no deployment in these windows" },
+  { id: "retrains", title: "retrains (training runs finished) per window", field: "retrains", kind: "bars", rollups: false, empty: "no retrain in these windows" },
+  { id: "since", title: "days since the last retrain", field: "days_since_retrain", rollups: false, empty: "no model retrained within the retention" },
+  { id: "cost", title: "cost per 1,000 predictions (USD)", field: "cost_per_prediction_usd", empty: "no cost yet (cost_usd or [prices] in the config)" },
+  { id: "satisfaction", title: "satisfaction (mean rating, 1 to 5)", field: "satisfaction", empty: "no rated feedback in these windows" },
+  { id: "thumbs", title: "thumbs-up rate", field: "thumbs_up_rate", empty: "no thumbs in these windows" },
+  { id: "engagement", title: "engagement rate (engaged feedback per prediction)", field: "engagement_rate", empty: "no engagement in these windows" },
+  { id: "error", title: "error rate (wrong among labelled)", field: "error_rate", empty: "no labelled prediction yet" },
+  { id: "latency", title: "latency p95", field: "latency_p95_ms", empty: "no prediction reported latency" },
+  { id: "throughput", title: "predictions / s", field: "predictions", pick: perSecond("predictions"), unit: "count", empty: "no prediction in these windows" },
+  { id: "innovation", title: "innovation share (new models or features among deployments)", field: "innovation_share", rollups: false, empty: "no deployment in these windows" },
 ];
 
-// The model detail: per metric, the fields shown. Counts are summed over the windows shown;
-// the others are the newest value.
+// The model detail: the fields shown, under the metric each belongs to in the registry.
+// Counts are summed over the windows shown; the others are the newest value.
 const DETAIL = [
-  [1, [["training runs", "training_runs"], ["training time, mean", "training_time_mean_s"], ["training time, longest", "training_time_max_s"]]],
-  [3, [["F1", "f1"], ["accuracy", "accuracy"], ["precision", "precision"], ["recall", "recall"], ["MAE", "mae"], ["RMSE", "rmse"], ["labelled share", "label_coverage"]]],
-  [4, [["GPU utilisation", "gpu_util_avg"], ["memory utilisation", "mem_util_avg"], ["idle share", "idle_share"]]],
-  [5, [["deployments", "deployments"], ["rollbacks", "rollbacks"], ["change failure rate", "change_failure_rate"]]],
-  [6, [["retrains", "retrains"], ["days since retrain", "days_since_retrain"], ["retrain lead time", "retrain_lead_time_s"]]],
-  [7, [["cost per 1,000 predictions", "cost_per_prediction_usd"], ["cost (USD, window)", "cost_usd"]]],
-  [8, [["satisfaction (1 to 5)", "satisfaction"], ["thumbs-up rate", "thumbs_up_rate"], ["engagement rate", "engagement_rate"], ["feedback", "feedback"]]],
-  [9, [["error rate", "error_rate"], ["failure rate", "failure_rate"], ["latency p50", "latency_p50_ms"], ["latency p95", "latency_p95_ms"], ["latency p99", "latency_p99_ms"], ["predictions", "predictions"]]],
-  [10, [["innovations", "innovations"], ["innovation share", "innovation_share"]]],
+  ["training runs", "training_runs"], ["training time, mean", "training_time_mean_s"], ["training time, longest", "training_time_max_s"],
+  ["F1", "f1"], ["accuracy", "accuracy"], ["precision", "precision"], ["recall", "recall"], ["MAE", "mae"], ["RMSE", "rmse"], ["labelled share", "label_coverage"],
+  ["GPU utilisation", "gpu_util_avg"], ["memory utilisation", "mem_util_avg"], ["idle share", "idle_share"],
+  ["deployments", "deployments"], ["rollbacks", "rollbacks"], ["change failure rate", "change_failure_rate"],
+  ["retrains", "retrains"], ["days since retrain", "days_since_retrain"], ["retrain lead time", "retrain_lead_time_s"],
+  ["cost per 1,000 predictions", "cost_per_prediction_usd"], ["cost (USD, window)", "cost_usd"],
+  ["satisfaction (1 to 5)", "satisfaction"], ["thumbs-up rate", "thumbs_up_rate"], ["engagement rate", "engagement_rate"], ["feedback", "feedback"],
+  ["error rate", "error_rate"], ["failure rate", "failure_rate"], ["latency p50", "latency_p50_ms"], ["latency p95", "latency_p95_ms"], ["latency p99", "latency_p99_ms"], ["predictions", "predictions"],
+  ["innovations", "innovations"], ["innovation share", "innovation_share"],
 ];
 // How the registry's units (`/api/v1/info`, from schemas/outputs.py) are shown; a unit not
 // here is shown as a plain number. The one presentation choice on top: cost per prediction
@@ -56,6 +52,18 @@ const SHOWN_AS = { cost_per_prediction_usd: "usd1k" };
 function unitOf(field) {
   const metric = (state.info.metrics || {})[field];
   return SHOWN_AS[field] || (metric && DISPLAY[metric.unit]) || "plain";
+}
+
+// Which of the ten metrics a field belongs to (1-10; 0 before the registry has come), and
+// its heading: "3 · accuracy".
+function seedOf(field) {
+  const metric = (state.info.metrics || {})[field];
+  return metric ? metric.seed : 0;
+}
+
+function seedTitle(seed) {
+  const name = (state.info.seeds || [])[seed - 1];
+  return name ? `${seed} · ${name}` : "";
 }
 
 function summed(field) {
@@ -118,10 +126,9 @@ function setup() {
     const figure = document.createElement("figure");
     figure.id = `chart-${spec.id}`;
     figure.className = "chart";
-    figure.dataset.metric = String(spec.metric);
     grid.appendChild(figure);
     const models = (spec.scope || "model") === "model";
-    charts[spec.id] = new Chart(figure, { ...spec, kicker: METRICS[spec.metric] }, models ? pick : null);
+    charts[spec.id] = new Chart(figure, { ...spec }, models ? pick : null);
   });
   document.getElementById("window").addEventListener("change", (e) => {
     state.windowSize = Number(e.target.value);
@@ -224,8 +231,13 @@ function renderDetail() {
   const rows = state.rows.filter((s) => s.scope === "model" && s.model === name);
   document.getElementById("detail-title").textContent = label(name);
   const body = [];
-  DETAIL.forEach(([metric, fields]) => {
-    const lines = fields.map(([text, field]) => {
+  const bySeed = new Map();
+  DETAIL.forEach(([text, field]) => {
+    const seed = seedOf(field);
+    bySeed.set(seed, [...(bySeed.get(seed) || []), [text, field]]);
+  });
+  [...bySeed.keys()].sort((a, b) => a - b).forEach((seed) => {
+    const lines = bySeed.get(seed).map(([text, field]) => {
       const row = newest(rows, field);
       if (!row) return null;
       const unit = unitOf(field);
@@ -235,7 +247,7 @@ function renderDetail() {
       }
       return [text, formatValue(row[field], unit), `at ${clock(row.window_end)}`];
     }).filter(Boolean);
-    if (lines.length) body.push(detailHeading(METRICS[metric]), ...lines.map(detailRow));
+    if (lines.length) body.push(detailHeading(seedTitle(seed)), ...lines.map(detailRow));
   });
   if (!body.length) body.push(detailHeading("no closed window for this model yet"));
   document.getElementById("detail").replaceChildren(...body);
@@ -330,7 +342,12 @@ async function refresh() {
   try {
     if (!state.info.window_sizes.length) {
       state.info = await getJSON("/api/v1/info");
-      CHARTS.forEach((spec) => { charts[spec.id].spec.unit = spec.unit || unitOf(spec.field); });
+      CHARTS.forEach((spec) => {
+        const seed = seedOf(spec.field);
+        charts[spec.id].spec.unit = spec.unit || unitOf(spec.field);
+        charts[spec.id].setKicker(seedTitle(seed));
+        charts[spec.id].figure.dataset.metric = String(seed);
+      });
       renderSizes();
     }
     const query = `window=${state.windowSize}s&limit=5000`;

@@ -186,8 +186,13 @@ def test_every_metric_has_a_chart_with_data_and_round_ticks(chromium: str, env: 
     wait_for(settled, timeout_s=120, what="every scope's windows, the alert resolved")
     page = _Page(_dump(url, tmp_path / "p1"))
 
-    # the ten metrics each have a chart, and every chart has data and round ticks
+    # the ten metrics each have a chart, and every chart has data and round ticks; which one
+    # a chart (or a detail heading) shows is the registry's seed of its field
     assert {c["data-metric"] for c in page.charts.values()} == {str(m) for m in range(1, 11)}
+    assert page.text["chart-f1"].startswith("3 · accuracyF1"), page.text["chart-f1"]
+    assert page.text["chart-throughput"].startswith("9 · error ratepredictions / s")
+    assert page.text["chart-records"].startswith("2 · data processing speedrecords / s")
+    assert "7 · cost per prediction" in page.text["detail"], page.text["detail"]
     for name, chart in page.charts.items():
         assert int(chart["data-points"]) > 0, (name, chart)
         _round_ticks(name, chart["data-ticks"].split("|"),

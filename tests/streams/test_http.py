@@ -85,7 +85,11 @@ def test_info_and_alert_history_answer_before_the_first_snapshot(worker: Worker)
     """The dashboard fills its window selector from /api/v1/info before any window closed."""
     info = worker.get("/api/v1/info")
     metrics = info.pop("metrics")
+    seeds = info.pop("seeds")
     assert info == {"app": worker.env.name, "window_sizes": [60.0], "regressors": []}
+    assert len(seeds) == 10
+    assert (seeds[0], seeds[6], seeds[9]) == ("training time", "cost per prediction",
+                                              "innovation rate")
     assert metrics["cost_per_prediction_usd"] == {"unit": "usd", "seed": 7,
                                                   "help": "cost_usd / predictions"}
     assert {m["seed"] for m in metrics.values()} == set(range(1, 11))  # all ten are there
