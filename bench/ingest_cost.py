@@ -17,8 +17,8 @@ Part 2 is a prototype, not the service's code: the same 500 events as one column
 the columns the apply step needs, against what rows cost for the same today.
 
 `--random-ids` gives the predictions 32-hex-character ids in random order (as UUIDs are)
-instead of `bench/peer.py`'s `p-<n>`: the join's on-disk index then has no locality to use,
-and its write costs more than twice as much.
+instead of `p-<n>` (`bench/peer.py --random-ids` fills its topics so): the join's on-disk
+index then has no locality to use, and its write costs more than twice as much.
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from join_memory import event_id  # noqa: E402
 from peer import prediction  # noqa: E402
 
 from agents.predictions import PredictionLogic, _feature_columns  # noqa: E402
@@ -63,10 +62,7 @@ def in_process(events: int, per_message: int, random_ids: bool = False) -> dict[
     shard = Shard("predictions", 0, settings)
     logic.load(shard, iter(()))
     start = time.time() - 600
-    rows = [prediction(i, start, 600 / events) for i in range(events)]
-    if random_ids:
-        for i, row in enumerate(rows):
-            row["event_id"] = event_id(i)
+    rows = [prediction(i, start, 600 / events, random_ids) for i in range(events)]
     values = [orjson.dumps(rows[i:i + per_message] if per_message > 1 else rows[i])
               for i in range(0, events, per_message)]
     validate = VALIDATORS["predictions"]

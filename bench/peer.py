@@ -1,6 +1,7 @@
 """factory-pulse side by side with raw aiokafka and Quix Streams, on the same events.
 
   python bench/peer.py [--bootstrap HOST:PORT] [--events 1000000] [--profile [single|batched]]
+                       [--random-ids]
 
 The goals of issue 13 are ratios against a peer, so every system reads the same prediction
 events (3 numeric features and a score), filled beforehand into two 4-partition topics: 500
@@ -54,6 +55,7 @@ from core.topics import route  # noqa: E402
 from streams.broker import LocalBroker, free_port  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
+from join_memory import event_id as random_id  # noqa: E402
 from throughput import PARTITIONS, peak_rss_mb, raw_read  # noqa: E402
 
 MODELS = ["churn", "intent", "demand", "ranker"]
@@ -61,22 +63,25 @@ QUIX = "quixstreams==3.28.0"
 KINDS = ("single", "batched")
 
 
-def prediction(i: int, start: float, step: float) -> dict[str, Any]:
-    return {"event_id": f"p-{i}", "ts": start + i * step, "model": MODELS[i % 4],
+def prediction(i: int, start: float, step: float, random_ids: bool = False) -> dict[str, Any]:
+    """The i-th prediction; its id `p-<i>`, or 32 hex characters in random order (as UUIDs
+    are: consecutive ids then share nothing, and the join's on-disk index has no locality)."""
+    return {"event_id": random_id(i) if random_ids else f"p-{i}", "ts": start + i * step,
+            "model": MODELS[i % 4],
             "version": "v1", "latency_ms": 5.0 + (i % 97),
             "status": "error" if i % 50 == 0 else "ok", "predicted": i % 2,
             "score": (i % 1000) / 1000, "cost_usd": 0.0001,
             "features": {"f0": (i % 13) / 13, "f1": (i % 7) * 1.5, "f2": float(i % 101)}}
 
 
-def messages(n: int, per_message: int, start: float, span_s: float,
+def messages(n: int, per_message: int, start: float, span_s: float, random_ids: bool = False,
              ) -> Iterator[tuple[int, bytes, bytes]]:
     """(partition, key, value): partitioned by event id as the client library does, keyed by
     model; a batch holds events of one partition and one model."""
     buckets: dict[tuple[int, str], list[dict[str, Any]]] = {}
     step = span_s / n
     for i in range(n):
-        event = prediction(i, start, step)
+        event = prediction(i, start, step, random_ids)
         where = (route(event["event_id"], PARTITIONS), event["model"])
         if per_message == 1:
             yield where[0], where[1].encode(), orjson.dumps(event)
@@ -89,7 +94,8 @@ def messages(n: int, per_message: int, start: float, span_s: float,
     yield from ((p, m.encode(), orjson.dumps(b)) for (p, m), b in buckets.items() if b)
 
 
-async def fill(bootstrap: str, topic: str, n: int, per_message: int, start: float) -> float:
+async def fill(bootstrap: str, topic: str, n: int, per_message: int, start: float,
+               random_ids: bool = False) -> float:
     """Produce the events; return the seconds it took."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks=1,
                                 max_batch_size=1024 * 1024, max_request_size=4 * 1024 * 1024)
@@ -97,7 +103,7 @@ async def fill(bootstrap: str, topic: str, n: int, per_message: int, start: floa
     began = time.monotonic()
     try:
         pending = []
-        for partition, key, value in messages(n, per_message, start, 600.0):
+        for partition, key, value in messages(n, per_message, start, 600.0, random_ids):
             pending.append(await producer.send(topic, value, key=key, partition=partition))
             if len(pending) >= 20_000:
                 await asyncio.gather(*pending)
@@ -331,7 +337,7 @@ async def bench(args: argparse.Namespace, bootstrap: str, work: Path) -> None:
     for kind in KINDS:
         await workers[kind].topics()
         took = await fill(bootstrap, f"{workers[kind].prefix}predictions", args.events,
-                          per_message[kind], start)
+                          per_message[kind], start, args.random_ids)
         print(f"filled {workers[kind].prefix}predictions: {args.events:,} events, "
               f"{per_message[kind]} per message, in {took:.1f}s", flush=True)
     python = quix_python(args.venv) if "quix" in args.systems else None
@@ -371,7 +377,8 @@ def report(args: argparse.Namespace, results: dict[tuple[str, str], dict[str, fl
         r = results[kind, system]
         return r["events"] / r["seconds"]
 
-    print(f"\n{args.events:,} predictions per input kind, {PARTITIONS} partitions, "
+    ids = "random 32-character ids" if args.random_ids else "ids p-<n>"
+    print(f"\n{args.events:,} predictions per input kind ({ids}), {PARTITIONS} partitions, "
           f"batched = {args.batch} per message\n")
     print("| input | system | events/s | peak RSS | CPU per event |")
     print("|---|---|---|---|---|")
@@ -404,6 +411,8 @@ def main() -> None:
     parser.add_argument("--venv", type=Path, default=ROOT / ".bench-venv" / "quix",
                         help="the Quix environment (made when missing)")
     parser.add_argument("--timeout", type=float, default=1800, help="per system and kind (s)")
+    parser.add_argument("--random-ids", action="store_true",
+                        help="ids like UUIDs (random order) instead of p-<n>")
     parser.add_argument("--raw-topic", help=argparse.SUPPRESS)  # (a)'s own process
     args = parser.parse_args()
     if args.raw_topic:
