@@ -248,6 +248,9 @@ class PredictionLogic:
         oldest = shard.expired_before
         newest: dict[str, float] = {}
         applied_until = single_until = 0
+        join.prefetch([e["event_id"] for m in messages if m.kind == "labels"
+                       for e in m.events if m.src == FORWARDED
+                       or route(e["event_id"], n_parts) == shard.partition])
         for mi, message in enumerate(messages):
             if mi < applied_until:
                 continue  # applied with the run of messages it belongs to

@@ -82,6 +82,9 @@ class Dicts:
         self.index.update(zip(ids, rows, strict=True))
         self.new_predictions.extend(zip(ids, models, ts, predicted, strict=True))
 
+    def prefetch(self, ids: list[str]) -> None:
+        """Nothing to read ahead: it is all in memory."""
+
     def answered(self, eid: str) -> bool:
         return eid in self.labelled or eid in self.orphans
 
@@ -137,6 +140,8 @@ def run(impl: str, n: int) -> None:
             if not join.holds_any(ids):
                 join.add_predictions(ids, models, ts, predicted)
             added = clock()
+            if answers:
+                join.prefetch(answers)
             for eid in answers:
                 if not join.answered(eid):
                     held = join.prediction(eid)

@@ -162,6 +162,40 @@ def test_batches_make_the_rows_and_chunks_of_one_at_a_time(tmp_path: Path) -> No
     assert len(stored[0]) == len(rows)
 
 
+def test_reads_after_a_prefetch_answer_as_without_it(tmp_path: Path) -> None:
+    """`prefetch` reads ahead for a batch's labels; every read must answer as the database
+    and the flush's changes would, also once the database has changed since."""
+    read, plain = Join(tmp_path / "r"), Join(tmp_path / "p")
+    logs = Changelog(), Changelog()
+
+    def answers(join: Join, names: list[str]) -> list[Any]:
+        return [(join.prediction(n), join.answered(n)) for n in names]
+
+    names = ["a", "b", "c", "w", "x", "new"]
+    for join, log in zip((read, plain), logs, strict=True):
+        predict(join, ["a", "b", "c"], 10.0)
+        join.add_orphan("w", 1, 11.0, None)  # a label waiting for its prediction
+        log.flush(join)
+        join.label("a", 10.0)
+    read.prefetch(names + ["a"])
+    assert answers(read, names) == answers(plain, names)
+    for join in (read, plain):  # the flush's own changes come before what was read ahead
+        join.add_prediction("new", "m", 12.0, 0)
+        join.label("b", 10.0)
+        assert join.pop_orphan("w") == (1, 11.0, None, 0)
+    assert answers(read, names) == answers(plain, names)
+    for join, log in zip((read, plain), logs, strict=True):
+        log.flush(join)  # the database changed: what was read ahead is gone
+    assert answers(read, names) == answers(plain, names)
+    assert read.prediction("new") == ("m", 12.0, 0, 1)  # read ahead as absent, now written
+    read.prefetch(["x"])
+    for join in (read, plain):
+        predict(join, ["x"], 13.0)
+    assert answers(read, names) == answers(plain, names)
+    assert read.prediction("x") == ("m", 13.0, 0, 2)
+    assert answers(read, names)[1] == (("m", 10.0, 1, 0), True)
+
+
 def test_expiry_drops_whole_chunks_by_their_newest_row(join: Join) -> None:
     log = Changelog()
     predict(join, ["old1", "old2"], 100.0)
