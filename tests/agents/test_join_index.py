@@ -177,7 +177,7 @@ def test_reads_after_a_prefetch_answer_as_without_it(tmp_path: Path) -> None:
         join.add_orphan("w", 1, 11.0, None)  # a label waiting for its prediction
         log.flush(join)
         join.label("a", 10.0)
-    read.prefetch(names + ["a"])
+    read.prefetch([*names, "a"])
     assert answers(read, names) == answers(plain, names)
     for join in (read, plain):  # the flush's own changes come before what was read ahead
         join.add_prediction("new", "m", 12.0, 0)
