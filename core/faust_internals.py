@@ -24,6 +24,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import Array, Int16, Int32, Schema, String
 from faust.events import Event
+from faust.stores.base import SerializedStore
 from faust.streams import _current_event
 from faust.types import TP
 from faust.types.tuples import ack_lock
@@ -254,13 +255,13 @@ def _readers(consumer: Any) -> dict[str, BulkReader]:
 
 @dataclass(slots=True)
 class TableWrite:
-    """One flush's changes to one partition of a table, sent to the changelog only: the
-    keys and values encoded, once for both the changelog and the local store."""
+    """One flush's changes to one partition of a table, sent to the changelog only; keys and
+    values as the local store takes them (see `send_changelog`)."""
 
     table: Any
     event: Any
-    puts: dict[bytes, bytes]
-    deletes: list[bytes]
+    puts: dict[Any, Any]
+    deletes: list[Any]
     sent: list[Any] = field(default_factory=list)
 
 
@@ -277,22 +278,29 @@ def send_changelog(table: Any, event: Any, puts: dict[str, Any], deletes: list[s
     changelog first, the store is never ahead, and after a crash Faust replays just the
     changelog records past the offset the store was marked with.
 
-    Each key and value is encoded once, with the store's own serializers, for the changelog
-    record and the store alike (the bytes Faust's recovery copies from one to the other);
-    `table[k] = v` encoded every value twice, and the join's chunks are most of a flush.
+    A store of bytes (RocksDB, a `SerializedStore`) gets each key and value encoded once,
+    with its own serializers, for the changelog record and the store alike (the bytes
+    Faust's recovery copies from one to the other): `table[k] = v` encoded every value
+    twice, and the join's chunks are most of a flush. The memory store holds the values
+    themselves, and the changelog records are encoded from them as Faust would.
     """
     store = table.data
-    write = TableWrite(table, event,
-                       {store._encode_key(key): store._encode_value(value)
-                        for key, value in puts.items()},
-                       [store._encode_key(key) for key in deletes])
+    if isinstance(store, SerializedStore):
+        write = TableWrite(table, event,
+                           {store._encode_key(key): store._encode_value(value)
+                            for key, value in puts.items()},
+                           [store._encode_key(key) for key in deletes])
+        keys, values = "raw", "raw"
+    else:
+        write = TableWrite(table, event, puts, deletes)
+        keys, values = table.key_serializer, table.value_serializer
     topic, partition = table.changelog_topic, event.message.partition
     write.sent += [topic.send_soon(key=key, value=None, partition=partition,
-                                   key_serializer="raw", value_serializer="raw",
+                                   key_serializer=keys, value_serializer="raw",
                                    eager_partitioning=True)
                    for key in write.deletes]
     write.sent += [topic.send_soon(key=key, value=value, partition=partition,
-                                   key_serializer="raw", value_serializer="raw",
+                                   key_serializer=keys, value_serializer=values,
                                    eager_partitioning=True)
                    for key, value in write.puts.items()]
     return write
@@ -313,11 +321,17 @@ async def apply_local(write: TableWrite) -> None:
     delivered = await asyncio.gather(*write.sent)  # each raises if its record was refused
     store = write.table.data
     with acting_as(write.event):
-        for key in write.deletes:
-            with suppress(KeyError):
+        if isinstance(store, SerializedStore):  # the bytes sent (`send_changelog`)
+            for key in write.deletes:
                 store._del(key)
-        for key, value in write.puts.items():
-            store._set(key, value)
+            for key, value in write.puts.items():
+                store._set(key, value)
+        else:
+            for key in write.deletes:
+                with suppress(KeyError):
+                    del store[key]
+            for key, value in write.puts.items():
+                store[key] = value
     if delivered:
         tp = TP(write.table.changelog_topic.get_topic_name(), write.event.message.partition)
         store.set_persisted_offset(tp, max(meta.offset for meta in delivered))
