@@ -51,6 +51,19 @@ class _Part:
     features: dict[str, np.ndarray]
 
     @classmethod
+    def of(cls, events: list[JSON], models: list[str], ts: list[float],
+           msg: list[int]) -> _Part:
+        """The columns of new, valid predictions (their models, times and message indices
+        already read by the caller); None is NaN in a float64 array."""
+        features = [e.get("features") for e in events]
+        return cls(models, np.array(ts, dtype=np.float64), np.array(msg, dtype=np.int64),
+                   np.array([e.get("status") == "error" for e in events], dtype=bool),
+                   np.array([e.get("latency_ms") for e in events], dtype=np.float64),
+                   np.array([e.get("cost_usd") for e in events], dtype=np.float64),
+                   np.array([e.get("score") for e in events], dtype=np.float64),
+                   _feature_columns(features) if any(features) else {})
+
+    @classmethod
     def join(cls, parts: list[_Part]) -> _Part:
         if len(parts) == 1:
             return parts[0]
@@ -69,22 +82,17 @@ class _Part:
 class _Columns:
     """The batch's new predictions, column by column, in message order: parts made by the
     runs applied at once (`_fast_predictions`), each while its events are still in the CPU's
-    caches, and the lists below, of events applied one by one, made a part when a run
-    follows them or the batch ends. (Read field by field at the end of a flush, 80,000
-    events' dicts cost twice what they do in runs of a few thousand.)"""
+    caches, and the events applied one by one or in short runs, held below and made a part
+    when a run follows them or the batch ends. (Read field by field at the end of a flush,
+    80,000 events' dicts cost twice what they do in runs of a few thousand.)"""
 
-    __slots__ = ("cost", "failed", "features", "latency", "model", "msg", "parts", "score",
-                 "ts")
+    __slots__ = ("events", "model", "msg", "parts", "ts")
 
     def __init__(self) -> None:
         self.parts: list[_Part] = []
+        self.events: list[JSON] = []
         self.model: list[str] = []
-        self.score: list[float] = []
-        self.features: list[dict[str, float] | None] = []
         self.ts: list[float] = []
-        self.failed: list[bool] = []
-        self.latency: list[float] = []
-        self.cost: list[float] = []
         self.msg: list[int] = []
 
     def add(self, part: _Part) -> None:
@@ -93,15 +101,10 @@ class _Columns:
 
     def extend(self, events: list[JSON], models: list[str], ts: list[float],
                msg: list[int]) -> None:
-        """A few events, to the lists (a part of its own would cost more than them)."""
+        """A few events, held (a part of their own would cost more than they do)."""
+        self.events.extend(events)
         self.model.extend(models)
-        self.score.extend([math.nan if (v := e.get("score")) is None else v for e in events])
-        self.features.extend([e.get("features") for e in events])
         self.ts.extend(ts)
-        self.failed.extend([e.get("status") == "error" for e in events])
-        self.latency.extend([math.nan if (v := e.get("latency_ms")) is None else v
-                             for e in events])
-        self.cost.extend([math.nan if (v := e.get("cost_usd")) is None else v for e in events])
         self.msg.extend(msg)
 
     def joined(self) -> _Part | None:
@@ -109,15 +112,9 @@ class _Columns:
         return _Part.join(self.parts) if self.parts else None
 
     def _seal(self) -> None:
-        if not self.ts:
-            return
-        self.parts.append(_Part(
-            self.model, np.array(self.ts, dtype=np.float64), np.array(self.msg, dtype=np.int64),
-            np.array(self.failed, dtype=bool), np.array(self.latency, dtype=np.float64),
-            np.array(self.cost, dtype=np.float64), np.array(self.score, dtype=np.float64),
-            _feature_columns(self.features) if any(self.features) else {}))
-        self.model, self.score, self.features, self.ts = [], [], [], []
-        self.failed, self.latency, self.cost, self.msg = [], [], [], []
+        if self.events:
+            self.parts.append(_Part.of(self.events, self.model, self.ts, self.msg))
+            self.events, self.model, self.ts, self.msg = [], [], [], []
 
 
 class _LabelColumns:
@@ -302,16 +299,7 @@ class PredictionLogic:
                         continue
                     predicted = event.get("predicted")
                     join.add_prediction(eid, model, ts, predicted)
-                    cols.model.append(model)
-                    score = event.get("score")
-                    cols.score.append(math.nan if score is None else score)
-                    cols.features.append(event.get("features"))
-                    cols.ts.append(ts)
-                    cols.failed.append(event.get("status") == "error")
-                    latency, cost = event.get("latency_ms"), event.get("cost_usd")
-                    cols.latency.append(math.nan if latency is None else latency)
-                    cols.cost.append(math.nan if cost is None else cost)
-                    cols.msg.append(mi)
+                    cols.extend([event], [model], [ts], [mi])
                     orphan = join.pop_orphan(eid)
                     if orphan is not None and orphan[2] in (None, model):
                         self._label(join, labels, eid, (model, ts, predicted), orphan[0],
@@ -370,15 +358,8 @@ class PredictionLogic:
         join.add_predictions(ids, models, ts, [e.get("predicted") for e in events])
         if len(events) < PART_EVENTS:
             cols.extend(events, models, ts, msg)
-            return float(max(ts))
-        features = [e.get("features") for e in events]
-        cols.add(_Part(  # (None is NaN in a float64 array)
-            models, np.array(ts, dtype=np.float64), np.array(msg, dtype=np.int64),
-            np.array([e.get("status") == "error" for e in events], dtype=bool),
-            np.array([e.get("latency_ms") for e in events], dtype=np.float64),
-            np.array([e.get("cost_usd") for e in events], dtype=np.float64),
-            np.array([e.get("score") for e in events], dtype=np.float64),
-            _feature_columns(features) if any(features) else {}))
+        else:
+            cols.add(_Part.of(events, models, ts, msg))
         return float(max(ts))
 
     @staticmethod
@@ -402,16 +383,13 @@ class PredictionLogic:
         codes = {model: code for code, model in enumerate(dict.fromkeys(new.model))}
         names = list(codes)
         which = np.fromiter(map(codes.__getitem__, new.model), np.int64, len(new.model))
-        ts_all, msg_all, failed_all = new.ts, new.msg, new.failed
-        latency_all, cost_all, score_all = new.latency, new.cost, new.score
-        features_all = new.features
         for k, model in enumerate(names):
             mine = np.flatnonzero(which == k) if len(names) > 1 else slice(None)
-            ts, msg = ts_all[mine], msg_all[mine]
-            failed, latency, cost = failed_all[mine], latency_all[mine], cost_all[mine]
-            score = score_all[mine]
+            ts, msg = new.ts[mine], new.msg[mine]
+            failed, latency, cost = new.failed[mine], new.latency[mine], new.cost[mine]
+            score = new.score[mine]
             scored = not np.isnan(score).all()
-            features = _present(features_all, mine) if features_all else features_all
+            features = _present(new.features, mine) if new.features else new.features
             for state, rows in shard.windows(entities.model(model), ts, msg, batch):
                 state.family("traffic").update(failed[rows], latency[rows], cost[rows])
                 if scored:
