@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from peer import prediction  # noqa: E402
 
-from agents.predictions import PredictionLogic, _feature_columns  # noqa: E402
+from agents.predictions import PredictionLogic, _Part  # noqa: E402
 from agents.shard import Message, Shard  # noqa: E402
 from core.settings import load_settings  # noqa: E402
 from schemas.codec import VALIDATORS, decode_message  # noqa: E402
@@ -97,15 +97,14 @@ def in_process(events: int, per_message: int, random_ids: bool = False) -> dict[
 # -- part 2: the columnar prototype ------------------------------------------------------
 
 def _rows_to_columns(value: bytes) -> Any:
-    """Today's path for a 500-event message, up to the columns `apply` builds from it."""
+    """Today's path for a 500-event message, up to the columns `apply` builds from it (the
+    ids, models, times and predicted values `_fast_predictions` reads, then `_Part.of`)."""
     events, _ = VALIDATORS["predictions"].batch(orjson.loads(value))
-    return ([e["event_id"] for e in events], np.array([e["ts"] for e in events]),
-            [e["model"] for e in events], [e.get("predicted") for e in events],
-            np.array([math.nan if (v := e.get("score")) is None else v for e in events]),
-            np.array([math.nan if (v := e.get("latency_ms")) is None else v for e in events]),
-            np.array([math.nan if (v := e.get("cost_usd")) is None else v for e in events]),
-            np.array([e.get("status") == "error" for e in events]),
-            _feature_columns([e.get("features") for e in events]))
+    ids, ts = [e["event_id"] for e in events], [e["ts"] for e in events]
+    models, predicted = [e["model"] for e in events], [e.get("predicted") for e in events]
+    part = _Part.of(events, models, ts, [0] * len(events))
+    return (ids, part.ts, models, predicted, part.score, part.latency, part.cost, part.failed,
+            part.features)
 
 
 def _numbers(column: list[Any], low: float, high: float, optional: bool) -> np.ndarray:
