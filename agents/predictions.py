@@ -32,6 +32,7 @@ from core.settings import Settings
 from core.topics import route
 from schemas import entities
 from schemas.codec import VALIDATORS, Rejection
+from schemas.columnar import Columns
 from schemas.fields import JSON, Validator
 
 FORWARD_EVENTS = 1000  # per forwarded message, and never more than half the message limit
@@ -62,6 +63,17 @@ class _Part:
                    np.array([e.get("cost_usd") for e in events], dtype=np.float64),
                    np.array([e.get("score") for e in events], dtype=np.float64),
                    _feature_columns(features) if any(features) else {})
+
+    @classmethod
+    def of_columns(cls, batch: Columns, mi: int) -> _Part:
+        """The columns of one columnar message's predictions (`schemas.columnar`): numbers
+        and features are the arrays its check made."""
+        status = batch.values.get("status")
+        failed = (np.full(batch.size, status == "error") if type(status) is not list else
+                  np.fromiter(map("error".__eq__, status), bool, batch.size))
+        return cls(batch.column("model"), batch.floats("ts"), np.full(batch.size, mi),
+                   failed, batch.floats("latency_ms"), batch.floats("cost_usd"),
+                   batch.floats("score"), batch.features)
 
     @classmethod
     def join(cls, parts: list[_Part]) -> _Part:
@@ -182,13 +194,16 @@ PART_EVENTS = 256  # a run of fewer goes to `_Columns`' lists, not a part of its
 
 
 def _run_end(messages: list[Message], first: int) -> int:
-    """The end of the run of prediction messages with events, of one source, from `first`."""
+    """The end of the run of prediction messages with events, of one source and one form
+    (columns or rows), from `first`."""
     src, end = messages[first].src, first + 1
+    columnar = messages[first].columns is not None
     limit = min(len(messages), first + RUN_MESSAGES)
-    events = len(messages[first].events)
+    events = messages[first].size
     while end < limit and events < RUN_EVENTS and messages[end].src == src \
-            and messages[end].kind == "predictions" and messages[end].events:
-        events += len(messages[end].events)
+            and messages[end].kind == "predictions" and messages[end].size \
+            and (messages[end].columns is not None) == columnar:
+        events += messages[end].size
         end += 1
     return end
 
@@ -252,7 +267,7 @@ class PredictionLogic:
             if mi < applied_until:
                 continue  # applied with the run of messages it belongs to
             local = message.src != FORWARDED
-            if message.kind == "predictions" and message.events:
+            if message.kind == "predictions" and message.size:
                 fast = None
                 if mi >= single_until:
                     end = _run_end(messages, mi)
@@ -334,29 +349,40 @@ class PredictionLogic:
         together, the messages of a run count exactly as they would one by one: each would
         pass the same checks against what the ones before it added.
         """
-        if end - first == 1:
-            events = messages[first].events
-            msg = [first] * len(events)
+        batches = [m.columns for m in messages[first:end] if m.columns is not None]
+        if batches:  # (a run is all columns or all rows: `_run_end`)
+            ids, ts, models, predicted = (
+                list(chain.from_iterable([c.column(name) for c in batches]))
+                if len(batches) > 1 else batches[0].column(name)
+                for name in ("event_id", "ts", "model", "predicted"))
         else:
-            events = list(chain.from_iterable([m.events for m in messages[first:end]]))
-            msg = list(range(first, end)) if len(events) == end - first else [
-                mi for mi in range(first, end) for _ in messages[mi].events]
-        ids = [e["event_id"] for e in events]
+            if end - first == 1:
+                events = messages[first].events
+                msg = [first] * len(events)
+            else:
+                events = list(chain.from_iterable([m.events for m in messages[first:end]]))
+                msg = list(range(first, end)) if len(events) == end - first else [
+                    mi for mi in range(first, end) for _ in messages[mi].events]
+            ids = [e["event_id"] for e in events]
+            ts = [e["ts"] for e in events]
+            models = [e["model"] for e in events]
+            predicted = [e.get("predicted") for e in events]
         if local:
             n_parts, mine = self.settings.partitions, shard.partition
-            routes = [zlib.crc32(i.encode()) % n_parts for i in ids]
-            if routes.count(mine) != len(routes):
+            crcs = np.fromiter(map(zlib.crc32, map(str.encode, ids)), np.int64, len(ids))
+            if not (crcs % n_parts == mine).all():  # (`core.topics.route`, in bulk)
                 return None
-        ts = [e["ts"] for e in events]
         if min(ts) < oldest or len(set(ids)) != len(ids):
             return None
-        models = [e["model"] for e in events]
         if not {entities.model(m) for m in set(models)} <= shard.entity_ends.keys():
             return None  # a model new to this shard: admitted (or refused) one by one
         if join.holds_any(ids):
             return None
-        join.add_predictions(ids, models, ts, [e.get("predicted") for e in events])
-        if len(events) < PART_EVENTS:
+        join.add_predictions(ids, models, ts, predicted)
+        if batches:
+            for mi, batch in enumerate(batches, first):
+                cols.add(_Part.of_columns(batch, mi))
+        elif len(events) < PART_EVENTS:
             cols.extend(events, models, ts, msg)
         else:
             cols.add(_Part.of(events, models, ts, msg))

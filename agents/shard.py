@@ -60,6 +60,7 @@ from core.faust_internals import (
 from core.kafka import first_offset
 from core.settings import Settings
 from schemas.codec import VALIDATORS, Rejection, decode_message, validate_batch
+from schemas.columnar import Columns
 from schemas.entities import FIELDS, LIMITS, SCOPES
 from schemas.fields import JSON, Validator
 
@@ -94,14 +95,34 @@ class IngestProgress:
         return cls(**state) if state else cls()
 
 
-@dataclass(slots=True)
 class Message:
-    """The decoded, valid events of one Kafka message and where the message came from."""
+    """The decoded, valid events of one Kafka message and where the message came from.
 
-    src: str
-    offset: int
-    events: list[JSON]
-    kind: str = ""
+    The events of a columnar batch stay `columns`, which the predictions' fast path reads
+    as they are; `events` are made from them only when something reads those (an event
+    applied one by one, forwarded, or of another family)."""
+
+    __slots__ = ("_events", "columns", "kind", "offset", "size", "src")
+
+    def __init__(self, src: str, offset: int, events: list[JSON] | Columns,
+                 kind: str = "") -> None:
+        self.src = src
+        self.offset = offset
+        self.kind = kind
+        self.size = events.size if isinstance(events, Columns) else len(events)
+        self.columns = events if isinstance(events, Columns) else None
+        self._events = None if isinstance(events, Columns) else events
+
+    @property
+    def events(self) -> list[JSON]:
+        if self._events is None:
+            assert self.columns is not None
+            self._events = self.columns.rows()
+        return self._events
+
+    def __repr__(self) -> str:
+        form = "columns" if self.columns is not None else "events"
+        return f"Message({self.src!r}, {self.offset}, {self.size} {form}, {self.kind!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -618,7 +639,7 @@ class ShardRuntime:
                 count[3] += sum(r.count for r in rejections)
             count[0] = msg.offset
             count[1] += 1
-            count[2] += len(message.events)
+            count[2] += message.size
             by_partition.setdefault(partition, []).append(message)
         for (partition, topic), count in counts.items():
             shards[partition].ingest[topic] = IngestProgress(*count)
@@ -693,8 +714,8 @@ class ShardRuntime:
                 raise ValueError(f"unknown kind {kind!r}" if validate is None
                                  else "events must be an array")
             events, rejections = validate_batch(doc["e"], validate)
-            events, late = self._screen_time(events, accepted)
-            return Message(src, offset, events, kind), rejections + late
+            screened, late = self._screen_time(events, accepted)
+            return Message(src, offset, screened, kind), rejections + late
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError,
                 IndexError) as exc:
             reason = f"malformed record on an internal topic: {type(exc).__name__}: {exc}"
@@ -705,11 +726,17 @@ class ShardRuntime:
         """The earliest and latest event time accepted at `now` (`_screen_time`)."""
         return now - self.settings.max_age_s, now + self.settings.max_future_s
 
-    def _screen_time(self, events: list[JSON], accepted: tuple[float, float],
-                     ) -> tuple[list[JSON], list[Rejection]]:
+    def _screen_time(self, events: list[JSON] | Columns, accepted: tuple[float, float],
+                     ) -> tuple[list[JSON] | Columns, list[Rejection]]:
         """Events stamped too far in the future would close every window early; events
-        older than `windows.max_age` would open windows the retention has long forgotten."""
+        older than `windows.max_age` would open windows the retention has long forgotten.
+        (A columnar batch with such events is screened as its events.)"""
         low, high = accepted
+        if isinstance(events, Columns):
+            ts = events.floats("ts")
+            if not events.size or (low <= ts.min() and ts.max() <= high):
+                return events, []
+            events = events.rows()
         for event in events:  # (a loop, not all(): most messages hold one event)
             if not low <= event["ts"] <= high:
                 break

@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from core.kafka import ensure_topics  # noqa: E402
 from core.settings import load_settings  # noqa: E402
 from core.topics import route  # noqa: E402
+from schemas import columnar  # noqa: E402
 from streams.broker import LocalBroker  # noqa: E402
 
 PARTITIONS = 4
@@ -94,7 +95,8 @@ async def raw_read(bootstrap: str, topic: str, n_events: int,
             first = first or time.monotonic()
             for record in records:
                 doc = orjson.loads(record.value)
-                seen += len(doc) if isinstance(doc, list) else 1
+                seen += (len(doc) if isinstance(doc, list) else
+                         columnar.shape(doc)[1] if columnar.KEY in doc else 1)
     last = time.monotonic()
     await consumer.stop()
     return seen, began, first, last

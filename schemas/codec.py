@@ -1,8 +1,10 @@
-"""Decoding of input messages: one JSON event or a JSON array of events, via orjson.
+"""Decoding of input messages, via orjson: one JSON event, a JSON array of events, or a
+columnar batch (`schemas.columnar`).
 
 A message is split into accepted events and rejections. Only a message that is not JSON at
-all (or not an object or array) is rejected whole; in a batch each bad event is rejected on
-its own, so one bad event never costs the good ones beside it.
+all (or not an object or array, or a columnar batch of the wrong shape) is rejected whole; in
+a batch each bad event is rejected on its own, so one bad event never costs the good ones
+beside it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from schemas import columnar
+from schemas.columnar import Columns
 from schemas.events import INPUT_RECORDS
 from schemas.fields import JSON, ValidationError, Validator, compile_validator
 
@@ -37,8 +41,9 @@ class Rejection:
 
 
 def decode_message(value: bytes | None, validate: Validator, max_bytes: int | None = None,
-                   ) -> tuple[list[JSON], list[Rejection]]:
-    """Split one Kafka message value into valid events and rejections.
+                   ) -> tuple[list[JSON] | Columns, list[Rejection]]:
+    """Split one Kafka message value into valid events and rejections. The events of a
+    columnar batch that is entirely good stay columns.
 
     A message over `max_bytes` is rejected whole, before it is parsed: its size alone says
     the producer is not one of ours, and parsing it would cost memory out of proportion.
@@ -53,6 +58,8 @@ def decode_message(value: bytes | None, validate: Validator, max_bytes: int | No
     except orjson.JSONDecodeError as exc:
         return [], [Rejection(f"invalid JSON: {exc}", None, None, value)]
     if isinstance(doc, dict):
+        if columnar.KEY in doc:
+            return decode_columns(doc, value, validate)
         try:
             return [validate.one(doc)], []
         except ValidationError as exc:
@@ -61,6 +68,21 @@ def decode_message(value: bytes | None, validate: Validator, max_bytes: int | No
         kind = type(doc).__name__
         return [], [Rejection(f"expected a JSON object or array, got {kind}", None, None, value)]
     return validate_batch(doc, validate)
+
+
+def decode_columns(doc: JSON, value: bytes, validate: Validator,
+                   ) -> tuple[list[JSON] | Columns, list[Rejection]]:
+    """A columnar batch: checked column by column, or, when that finds a doubt, exploded
+    into its events and checked one by one (the same answers, with each bad field named)."""
+    try:
+        columns, size = columnar.shape(doc, len(value) * columnar.CELLS_PER_BYTE)
+    except columnar.ShapeError as exc:
+        return [], [Rejection(f"columnar batch: {exc}", None, None, value)]
+    checked = columnar.check(validate.specs, columns, size)
+    if checked is not None:
+        return checked, []
+    names = tuple(spec.name for spec in validate.specs)
+    return validate_batch(columnar.explode(columns, size, names), validate)
 
 
 def validate_batch(doc: list[Any], validate: Validator) -> tuple[list[JSON], list[Rejection]]:
@@ -77,6 +99,16 @@ def validate_batch(doc: list[Any], validate: Validator) -> tuple[list[JSON], lis
             f"reasons: {'; '.join(kinds[:5])}", None, first,
             orjson.dumps([doc[i] for i, _ in rest[:MAX_REJECTIONS]]), len(rest)))
     return events, rejections
+
+
+def message_events(value: bytes) -> list[JSON]:
+    """The events of a well-formed input message, unchecked (a columnar batch as the events
+    it explodes into): for tools and tests that read the input topics."""
+    doc = orjson.loads(value)
+    if type(doc) is dict and columnar.KEY in doc:
+        columns, size = columnar.shape(doc)
+        return columnar.explode(columns, size, tuple(columns))
+    return doc if type(doc) is list else [doc]
 
 
 def encode(value: Any) -> bytes:

@@ -9,12 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 
 from agents.aggregators.window import WindowState
 from agents.predictions import RUN_EVENTS, PredictionLogic, _feature_columns, _present
 from agents.shard import Message, Shard, ShardRuntime, SimpleLogic
 from core.settings import Settings
+from schemas.codec import VALIDATORS, decode_message
+from schemas.columnar import Columns, encode
 
 SOURCES = {"t.predictions": "predictions", "t.labels": "labels"}
 
@@ -278,3 +281,65 @@ def _rounded(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_rounded(item) for item in value]
     return value
+
+
+def test_columnar_messages_count_as_their_events_one_by_one(tmp_path: Path) -> None:
+    """Columnar batches (the client library's) are applied from their columns; a batch the
+    fast path cannot take (a retry inside it, a new model, a label waiting for one of its
+    predictions, rows and columns mixed) is applied from its events. Either way every window
+    and the join hold what the events applied one by one give."""
+    def event(i: int) -> dict[str, Any]:
+        e = {**prediction(f"c{i}", 400.0 + i / 10, model=("churn", "intent")[i % 4 == 0]),
+             "version": "v1"}
+        if i % 3:
+            e["score"], e["latency_ms"], e["cost_usd"] = (i % 7) / 7, float(i % 5), 0.001
+        if i % 5:
+            e["features"] = {"f0": i % 13, "f1": i / 3} if i % 2 else {"f2": 1.5}
+        if i % 9 == 0:
+            e["status"] = "error"
+        return e
+
+    def columnar(offset: int, events: list[dict[str, Any]]) -> Message:
+        decoded, rejected = decode_message(orjson.dumps(encode(events)),
+                                           VALIDATORS["predictions"])
+        assert rejected == []
+        assert isinstance(decoded, Columns)  # (its events are made only if read)
+        return Message("predictions", offset, decoded, "predictions")
+
+    batch = [columnar(20 + m, [event(m * 300 + i) for i in range(300)]) for m in range(4)]
+    batch.append(Message("predictions", 24, [event(1200 + i) for i in range(50)],
+                         "predictions"))  # rows between columns
+    batch.append(columnar(25, [event(1250 + i) for i in range(40)] + [event(1250)]))  # retry
+    batch.append(Message("labels", 26, [label("c1400", 420.0)], "labels"))
+    batch.append(columnar(27, [event(1400 + i) for i in range(30)]))  # its label waits
+    batch.append(columnar(28, [{**event(1500 + i), "model": "new"} for i in range(20)]))
+    batch.append(columnar(29, [event(1600 + i) for i in range(100)]))
+    together, apart = Rig(tmp_path / "together"), Rig(tmp_path / "apart")
+    for rig in (together, apart):  # both models known
+        rig.send("predictions", prediction("k1", 399.0), prediction("k2", 399.0, "intent"))
+    runs: list[tuple[int, bool]] = []
+    fast = together.logic._fast_predictions
+
+    def spy(shard: Shard, join: Any, messages: list[Message], first: int, end: int,
+            *rest: Any) -> float | None:
+        applied = fast(shard, join, messages, first, end, *rest)
+        runs.append((end - first, applied is not None))
+        return applied
+
+    together.logic._fast_predictions = spy  # type: ignore[method-assign]
+    assert [r.reason for r, _ in together.logic.apply(together.shard, batch)] == []
+    assert runs[0] == (4, True)  # four columnar messages at once, from their columns
+    assert batch[0].columns is not None
+    assert batch[0]._events is None  # never exploded
+    assert batch[5]._events is not None  # the one with a retry: applied event by event
+    for message in batch:
+        rows = Message(message.src, message.offset, message.events, message.kind)
+        assert apart.logic.apply(apart.shard, [rows]) == []
+
+    def states(rig: Rig) -> dict[Any, Any]:
+        return {key: slot.state.to_state() for key, slot in rig.shard.slots.items()}
+
+    assert _rounded(states(together)) == _rounded(states(apart))
+    join, alone = together.logic.joins[0], apart.logic.joins[0]
+    assert (join.joinable, join.duplicates, together.labelled()) == (
+        alone.joinable, alone.duplicates, apart.labelled()) == (1442, 1, 1)

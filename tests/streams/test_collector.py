@@ -8,10 +8,9 @@ import types
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
-from schemas.codec import VALIDATORS
+from schemas.codec import VALIDATORS, message_events
 from streams.collector import CpuReader, GpuReader, collect
 from tests.harness import Env, read_all
 
@@ -110,7 +109,7 @@ def test_collect_publishes_gpu_and_cpu_telemetry_through_kafka(
     sent = asyncio.run(collect(env.settings(), 0.2, "churn", host="node-9", count=3))
     assert "1 GPU(s) found through NVML" in capsys.readouterr().out
     events = [e for r in read_all(env.bootstrap, env.topic("telemetry"))
-              for e in orjson.loads(r.value)]
+              for e in message_events(r.value)]
     assert len(events) == sent == 6
     assert sorted({e["device"] for e in events}) == ["cpu", "gpu0"]
     assert all(e["host"] == "node-9" and e["model"] == "churn" for e in events)

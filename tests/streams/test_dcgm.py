@@ -9,11 +9,10 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import orjson
 import pytest
 
 from core.settings import Dcgm
-from schemas.codec import VALIDATORS
+from schemas.codec import VALIDATORS, message_events
 from streams.dcgm import ScrapeError, collect, parse, telemetry
 from tests.harness import Env, read_all
 
@@ -79,7 +78,7 @@ def test_collect_dcgm_publishes_telemetry_through_kafka(
     sent = asyncio.run(collect(env.settings(), exporter, 0.2, count=2))
     assert "reading GPUs from dcgm-exporter" in capsys.readouterr().out
     events = [e for r in read_all(env.bootstrap, env.topic("telemetry"))
-              for e in orjson.loads(r.value)]
+              for e in message_events(r.value)]
     assert len(events) == sent == 4
     assert {(e["host"], e["device"], e.get("model")) for e in events} == {
         ("gpu-node-1", "gpu0", "churn"), ("gpu-node-1", "gpu1", None)}

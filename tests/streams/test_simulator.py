@@ -4,9 +4,7 @@ import asyncio
 from collections import Counter
 from pathlib import Path
 
-import orjson
-
-from schemas.codec import VALIDATORS
+from schemas.codec import VALIDATORS, message_events
 from streams.simulator import Drift, Factory, read_log, replay, simulate
 from tests.harness import Env, read_all
 
@@ -68,7 +66,7 @@ def test_simulate_records_and_replay_republishes_the_same_events(kafka: str,
     for env in (live, again):
         counts = Counter()
         for topic in ("predictions", "labels", "telemetry", "pipeline"):
-            counts[topic] = sum(len(orjson.loads(r.value))
+            counts[topic] = sum(len(message_events(r.value))
                                 for r in read_all(kafka, env.topic(topic)))
         assert counts == Counter(rec["topic"] for rec in recorded
                                  if rec["topic"] in counts)

@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from schemas.codec import message_events
 from tests.agents.sources.recorded import load, send
 from tests.harness import Env, Worker, configured_worker, read_all, wait_for
 
@@ -42,7 +43,7 @@ def test_recorded_kserve_logs_become_predictions(env: Env, tmp_path: Path,
 
     def predictions() -> list[dict[str, object]]:
         return [e for r in read_all(env.bootstrap, env.topic("predictions"))
-                for e in orjson.loads(r.value)]
+                for e in message_events(r.value)]
 
     events = wait_for(lambda: (p := predictions()) and len(p) >= 6 and p, 30,
                       "six predictions")

@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import orjson
 import pytest
 
+from schemas.codec import message_events
 from tests.agents.sources.recorded import seldon, send
 from tests.harness import Env, Worker, configured_worker, read_all, wait_for
 
@@ -39,7 +39,7 @@ def test_recorded_seldon_topics_become_predictions(env: Env, tmp_path: Path,
 
     def predictions() -> list[dict[str, object]]:
         return [e for r in read_all(env.bootstrap, env.topic("predictions"))
-                for e in orjson.loads(r.value)]
+                for e in message_events(r.value)]
 
     events = wait_for(lambda: (p := predictions()) and len(p) >= 3 and p, 30,
                       "three predictions")
