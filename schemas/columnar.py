@@ -138,18 +138,22 @@ def shape(doc: Any, max_cells: float | None = None) -> tuple[JSON, int]:
     return columns, size
 
 
-def explode(columns: JSON, size: int, names: tuple[str, ...]) -> list[JSON]:
-    """The events a (well-shaped) batch stands for: fields `names` only, each event with the
-    values that are not null; `features` from its columns when it is an object of them."""
-    fields = [(name, columns[name]) for name in names if name in columns]
-    rows: list[JSON] = [{} for _ in range(size)]
-    for name, value in fields:
+def explode(columns: JSON, size: int, names: tuple[str, ...], start: int = 0,
+            stop: int | None = None) -> list[JSON]:
+    """The events a (well-shaped) batch stands for, those from `start` to `stop`: fields
+    `names` only, each event with the values that are not null; `features` from its
+    columns when it is an object of them."""
+    stop = size if stop is None else min(stop, size)
+    n = stop - start
+    rows: list[JSON] = [{} for _ in range(n)]
+    for name in names:
+        value = columns.get(name)
         if name == FEATURES and type(value) is dict:
-            for row, feature in zip(rows, _feature_rows(value, size), strict=True):
+            for row, feature in zip(rows, _feature_rows(value, start, stop), strict=True):
                 if feature:
                     row[FEATURES] = feature
         elif type(value) is list:
-            for row, item in zip(rows, value, strict=True):
+            for row, item in zip(rows, value[start:stop], strict=True):
                 if item is not None:
                     row[name] = item
         elif value is not None:
@@ -158,11 +162,11 @@ def explode(columns: JSON, size: int, names: tuple[str, ...]) -> list[JSON]:
     return rows
 
 
-def _feature_rows(features: JSON, size: int) -> list[JSON]:
-    rows: list[JSON] = [{} for _ in range(size)]
+def _feature_rows(features: JSON, start: int, stop: int) -> list[JSON]:
+    rows: list[JSON] = [{} for _ in range(stop - start)]
     for name, value in features.items():
-        for row, item in zip(rows, value if type(value) is list else [value] * size,
-                             strict=True):
+        column = value[start:stop] if type(value) is list else [value] * (stop - start)
+        for row, item in zip(rows, column, strict=True):
             if item is not None:
                 row[name] = item
     return rows

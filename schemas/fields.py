@@ -286,21 +286,33 @@ class Validator:
 
     __call__ = one
 
-    def batch(self, events: list[Any]) -> tuple[list[JSON], list[tuple[int, ValidationError]]]:
-        """Split a batch into valid events and (index, error) of the invalid ones."""
+    def batch(self, events: list[Any], keep: int | None = None,
+              ) -> tuple[list[JSON], list[tuple[int, ValidationError]], int]:
+        """Split a batch into valid events, (index, error) of the first `keep` invalid ones
+        (all by default), and the number of invalid ones.
+
+        A hostile message of a million bad events must not hold a million exceptions, each
+        with the frame that raised it (hundreds of MB): past `keep` they are only counted,
+        and none keeps its traceback."""
         if all(map(self._passes, events)):
-            return events, []
+            return events, [], 0
         valid: list[JSON] = []
         errors: list[tuple[int, ValidationError]] = []
+        bad = 0
+        room = len(events) if keep is None else keep
         for index, event in enumerate(events):
             if type(event) is not dict:
-                errors.append((index, ValidationError("", "event must be a JSON object")))
+                bad += 1
+                if bad <= room:
+                    errors.append((index, ValidationError("", "event must be a JSON object")))
                 continue
             try:
                 valid.append(self.one(event))
             except ValidationError as exc:
-                errors.append((index, exc))
-        return valid, errors
+                bad += 1
+                if bad <= room:
+                    errors.append((index, exc.with_traceback(None)))
+        return valid, errors, bad
 
 
 def _compile_passes(specs: tuple[FieldSpec, ...]) -> Callable[[JSON], bool]:

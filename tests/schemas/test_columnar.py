@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from agents.predictions import _feature_columns
 from schemas import columnar
-from schemas.codec import VALIDATORS, decode_message
+from schemas.codec import EXPLODE_SLICE, KEPT_ERRORS, MAX_REJECTIONS, VALIDATORS, decode_message
 from schemas.columnar import Columns
 from schemas.fields import MAX_STRING
 from tests.events import VALID
@@ -167,7 +167,7 @@ def test_the_column_check_passes_only_batches_whose_events_all_pass_unchanged(
     names = tuple(spec.name for spec in validator.specs)
     checked = columnar.check(validator.specs, doc["_columns"], n)
     rows = columnar.explode(doc["_columns"], n, names)
-    valid, errors = validator.batch(copy.deepcopy(rows))
+    valid, errors, _ = validator.batch(copy.deepcopy(rows))
     if checked is None:
         return
     event(f"fast: {wild}")
@@ -207,3 +207,28 @@ def test_good_events_in_columns_take_the_fast_check(topic: str, n: int,
     assert rejected == []
     assert isinstance(decoded, Columns)
     assert decoded.rows() == rows
+
+
+def test_bad_events_keep_their_index_across_the_slices_they_are_checked_in() -> None:
+    rows = _predictions(3 * EXPLODE_SLICE)
+    bad = [0, EXPLODE_SLICE - 1, EXPLODE_SLICE, 3 * EXPLODE_SLICE - 1]
+    for i in bad:
+        rows[i]["score"] = "high"
+    events, rejected = _decode(columnar.encode(rows))
+    assert [e["event_id"] for e in events] == [r["event_id"] for i, r in enumerate(rows)
+                                               if i not in bad]
+    assert [r.batch_index for r in rejected] == bad
+    assert [orjson.loads(r.raw) for r in rejected] == [rows[i] for i in bad]
+
+
+def test_a_million_bad_events_hold_a_bounded_number_of_errors() -> None:
+    """Past the first thousand or so, bad events are counted, not kept (with the frames
+    that raised them: hundreds of MB for a 1 MB message)."""
+    batch: list[Any] = [{}] * 50_000
+    valid, errors, bad = VALIDATORS["predictions"].batch(batch, KEPT_ERRORS)
+    assert (valid, len(errors), bad) == ([], KEPT_ERRORS, 50_000)
+    assert all(exc.__traceback__ is None for _, exc in errors)
+    events, rejected = _decode({"_columns": {"ts": [0] * 50_000}})
+    assert events == []
+    assert rejected[-1].count == 50_000 - MAX_REJECTIONS
+    assert f"{50_000 - MAX_REJECTIONS:,} more bad events" in rejected[-1].reason

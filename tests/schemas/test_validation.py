@@ -67,7 +67,7 @@ def test_batch_check_agrees_with_event_by_event(topic: str, picks: list[int]) ->
         else:
             events.append(copy.deepcopy(VALID[topic]))
     validator = VALIDATORS[topic]
-    valid, errors = validator.batch(copy.deepcopy(events))
+    valid, errors, _ = validator.batch(copy.deepcopy(events))
     expected_errors = []
     for index, event in enumerate(copy.deepcopy(events)):
         try:
