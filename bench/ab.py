@@ -1,12 +1,13 @@
 """The worker of another commit against this checkout's, in turn, on the same topics.
 
   python bench/ab.py REV [--bootstrap HOST:PORT] [--events 200000] [--rounds 3]
-                         [--kinds single,batched]
+                         [--kinds single,batched,columnar] [--random-ids]
 
 On this 2-core machine the broker and the worker share the cores, and one run's rate moves by
 ±10 %: more than most single changes are worth. So each round runs the worker of REV (a git
 worktree made here, removed after) and then this checkout's, on topics filled once with
-`bench/peer.py`'s predictions (one event per message, and 500), each timed from its "Ready"
+`bench/peer.py`'s predictions (one event per message, and 500 as a JSON array or a
+columnar batch; `--random-ids` as there), each timed from its "Ready"
 until its ingest count holds every event, and prints the medians per kind: the worker's CPU
 per event (all its threads), which moves less than the rate, and the rate. Uncommitted changes
 in this checkout are what the "after" side runs. Without `--bootstrap` a broker is started
@@ -30,11 +31,11 @@ from peer import ROOT, Worker, fill
 
 from streams.broker import LocalBroker, free_port
 
-PER_MESSAGE = {"single": 1, "batched": 500}
+PER_MESSAGE = {"single": 1, "batched": 500, "columnar": 500}
 
 
 async def compare(rev: str, before: Path, bootstrap: str, events: int, rounds: int,
-                  kinds: list[str], work: Path) -> None:
+                  kinds: list[str], work: Path, random_ids: bool) -> None:
     """Fill the topics, then run the two workers in turn; print the medians."""
     run = uuid.uuid4().hex[:6]
     start = (time.time() // 60 - 60) * 60  # an hour ago: well inside windows.max_age
@@ -42,7 +43,7 @@ async def compare(rev: str, before: Path, bootstrap: str, events: int, rounds: i
         filler = Worker(bootstrap, f"ab-{run}-{kind[0]}.", work)
         await filler.topics()
         await fill(bootstrap, f"{filler.prefix}predictions", events, PER_MESSAGE[kind],
-                   start)
+                   start, random_ids, kind == "columnar")
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
     for r in range(rounds):
         for kind in kinds:
@@ -75,11 +76,14 @@ def main() -> None:
     parser.add_argument("--bootstrap", help="a running broker (default: start one)")
     parser.add_argument("--events", type=int, default=200_000, help="per input kind")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--kinds", default="single,batched", help="single, batched or both")
+    parser.add_argument("--kinds", default="single,batched",
+                        help="some of single, batched, columnar")
+    parser.add_argument("--random-ids", action="store_true",
+                        help="ids like UUIDs (random order) instead of p-<n>")
     args = parser.parse_args()
     kinds = [k for k in args.kinds.split(",") if k]
     if not kinds or set(kinds) - set(PER_MESSAGE):
-        raise SystemExit(f"--kinds: one or both of {', '.join(PER_MESSAGE)}")
+        raise SystemExit(f"--kinds: some of {', '.join(PER_MESSAGE)}")
     work = Path(tempfile.mkdtemp(prefix="fp-ab-"))
     before = work / "before"
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(before),
@@ -91,7 +95,7 @@ def main() -> None:
             broker = LocalBroker(work / "broker", port=free_port(span=2), heap="1g")
             bootstrap = broker.start()[0].bootstrap
         asyncio.run(compare(args.rev, before, bootstrap, args.events, args.rounds, kinds,
-                            work))
+                            work, args.random_ids))
     finally:
         if broker is not None:
             broker.stop()
