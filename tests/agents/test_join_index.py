@@ -308,3 +308,51 @@ def test_a_join_closed_mid_flush_still_gives_its_chunks(join: Join) -> None:
     chunks = join.write_chunks()
     assert [(key, value["i"]) for key, value in chunks] == [("c|P|0", ["a", "b"])]
     assert join.expire(1e9) == []
+
+
+@pytest.mark.parametrize("predicted", [
+    [None, None], [True, False], [0, -5, 2**53, -(2**53)], [1.0, -0.0, 0.25, 1e-300],
+    ["spam", "ham", "spam"], [1, 2.5, None, True], ["spam", 1], [{"a": 1}, [1]]])
+def test_predictions_read_back_exactly_whatever_they_predicted(
+        tmp_path: Path, predicted: list[Any]) -> None:
+    """A chunk's P values are made at once in a fixed binary form (numbers, booleans, nulls,
+    or names by code) or, when they do not fit it, as JSON: either reads back the model, time
+    and value as they were, type and sign included; a rebuild from the chunk too."""
+    names = ids("x", len(predicted))
+    models = ["churn", "intent"] * len(predicted)
+    times = [100.0 + i / 3 for i in range(len(predicted))]
+    log = Changelog()
+    rebuilt = []
+    for write in range(2):
+        join = Join(tmp_path / str(write))
+        if write == 0:
+            join.add_predictions(names, models[:len(names)], times, predicted)
+            log.flush(join)
+        else:
+            for key, value in log.chunks.items():
+                join.restore(key, value)
+        rebuilt.append(join)
+        for eid, model, ts, value in zip(names, models, times, predicted, strict=False):
+            got = join.prediction(eid)
+            assert got is not None
+            assert got[:2] == (model, ts)
+            assert got[2] == value
+            assert type(got[2]) is type(value)
+            assert repr(got[2]) == repr(value)  # -0.0 stays -0.0
+    assert dict(rebuilt[0]._cf["P"].items()) == dict(rebuilt[1]._cf["P"].items())
+
+
+def test_names_past_the_code_table_are_written_as_json(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("agents.join_index._Predictions.MAX_CODES", 3)
+    join = Join(tmp_path / "j")
+    log = Changelog()
+    join.add_predictions(["a", "b"], ["m1", "m2"], [1.0, 2.0], ["yes", "no"])  # 4 names
+    log.flush(join)
+    join.add_predictions(["c"], ["m1"], [3.0], [1])  # 1 name
+    log.flush(join)
+    assert [join.prediction(e) for e in "abc"] == [("m1", 1.0, "yes", 0), ("m2", 2.0, "no", 0),
+                                                   ("m1", 3.0, 1, 1)]
+    assert join._codec.names == ["m1"]
+    assert join._cf["P"][b"a"][8:9] == b"["
+    assert join._cf["P"][b"c"][8] == 0
