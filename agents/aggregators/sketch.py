@@ -31,13 +31,19 @@ def _add_counts(into: dict[int, float], keys: npt.NDArray[Any], weights: FloatAr
                 ) -> None:
     if keys.size == 0:
         return
-    if weights is None:
+    low = int(keys.min())
+    span = int(keys.max()) - low + 1
+    if span <= 4 * keys.size + 64:  # (most batches: a counting pass, not unique()'s sort)
+        sums = np.bincount(keys - low, weights=weights, minlength=span)
+        uniq = np.flatnonzero(np.bincount(keys - low, minlength=span)) if weights is not None \
+            else np.flatnonzero(sums)
+        pairs = zip((uniq + low).tolist(), sums[uniq].tolist(), strict=True)
+    elif weights is None:
         uniq, counts = np.unique(keys, return_counts=True)
         pairs = zip(uniq.tolist(), counts.tolist(), strict=True)
     else:
         uniq, inverse = np.unique(keys, return_inverse=True)
-        sums = np.bincount(inverse, weights=weights)
-        pairs = zip(uniq.tolist(), sums.tolist(), strict=True)
+        pairs = zip(uniq.tolist(), np.bincount(inverse, weights=weights).tolist(), strict=True)
     for key, count in pairs:
         into[key] = into.get(key, 0) + count
 
