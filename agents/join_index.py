@@ -23,6 +23,7 @@ id written again in a later chunk outlives the earlier one.
 from __future__ import annotations
 
 import itertools
+import math
 import operator
 import shutil
 import struct
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 from rocksdict import (
     BlockBasedIndexType,
@@ -84,12 +86,31 @@ def _seq(seq: int) -> bytes:
     return seq.to_bytes(8, "big")
 
 
+# Bloom filters of the ids each join holds (`_Filter`): this many bytes each, and for all
+# the joins of a worker together at most FILTERS_BYTES (a join past it looks every id up).
+FILTER_BYTES = 8 << 20
+FILTERS_BYTES = 64 << 20
+
+
 class Memory:
-    """The memory budget the joins of one worker share (see MEMTABLES_BYTES)."""
+    """The memory budget the joins of one worker share (see MEMTABLES_BYTES and
+    FILTERS_BYTES)."""
 
     def __init__(self) -> None:
         self.cache = Cache(CACHE_BYTES)
         self.memtables = WriteBufferManager(MEMTABLES_BYTES, False)
+        self.filters_left = FILTERS_BYTES
+
+    def filter(self) -> _Filter | None:
+        """A filter for a new join, if the budget holds one (`release` gives it back)."""
+        if self.filters_left < FILTER_BYTES:
+            return None
+        self.filters_left -= FILTER_BYTES
+        return _Filter(FILTER_BYTES * 8)
+
+    def release(self, kept: _Filter | None) -> None:
+        if kept is not None:
+            self.filters_left += FILTER_BYTES
 
     def options(self) -> Options:
         options = Options(raw_mode=True)
@@ -116,6 +137,51 @@ class Memory:
         table.set_pin_l0_filter_and_index_blocks_in_cache(True)
         options.set_block_based_table_factory(table)
         return options
+
+
+class _Filter:
+    """A Bloom filter of the ids in P: most ids a batch brings are new, and the filter says
+    so for 120 ns an id, where the database's lookup of a missing key costs 400-600 ns
+    (its own filters sit in many files' cached partitions). An id it may hold is looked up.
+
+    Every id written to P (by `_write` and `restore`, the only writers of a database wiped
+    at each open) is added first, so it never misses one. Ids that expire stay set; once as
+    many ids were added as fill half its bits (3 hashes: a 12 % false-positive rate) it is
+    no help any more, and every id is looked up, until the next load builds a new one.
+    Python's hash of the id (salted per process) gives the bit positions.
+    """
+
+    HASHES = 3
+
+    def __init__(self, bits: int) -> None:
+        self.bits = np.zeros(bits // 8, np.uint8)
+        self.mask = np.uint64(bits - 1)  # (a power of two)
+        self.added = 0
+        self.capacity = int(bits * math.log(2) / self.HASHES)
+
+    @property
+    def useful(self) -> bool:
+        return self.added <= self.capacity
+
+    def _positions(self, ids: list[str]) -> npt.NDArray[np.uint64]:
+        hashed = np.fromiter(map(hash, ids), np.int64, len(ids)).view(np.uint64)
+        low, high = hashed & np.uint64(0xFFFF_FFFF), (hashed >> np.uint64(32)) | np.uint64(1)
+        steps = np.arange(self.HASHES, dtype=np.uint64)[:, None]
+        return ((low + steps * high) & self.mask).ravel()
+
+    def add(self, ids: list[str]) -> None:
+        if not ids or not self.useful:
+            return
+        at = self._positions(ids)
+        np.bitwise_or.at(self.bits, at >> np.uint64(3),
+                         np.left_shift(np.uint8(1), (at & np.uint64(7)).astype(np.uint8)))
+        self.added += len(ids)
+
+    def may_hold(self, ids: list[str]) -> npt.NDArray[np.bool_]:
+        at = self._positions(ids)
+        found = (self.bits[at >> np.uint64(3)] >> (at & np.uint64(7)).astype(np.uint8)) & 1
+        held: npt.NDArray[np.bool_] = found.reshape(self.HASHES, len(ids)).all(axis=0)
+        return held
 
 
 _FIXED_ROWS = np.dtype([("mark", "u1"), ("ts", ">f8"), ("name", ">u2"), ("kind", "u1"),
@@ -213,7 +279,8 @@ class Join:
         shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True)
         self.path = path
-        memory = memory or Memory()
+        memory = self._memory = memory or Memory()
+        self._filter = memory.filter()
         self._db = Rdict(str(path), memory.options(),
                          column_families={name: memory.options() for name in (*KINDS, "X")})
         no_wal = WriteOptions()
@@ -259,7 +326,11 @@ class Join:
         the changelog (the next owner counts on them): closed, `write_chunks` only returns
         them, and `expire` leaves expiry to the next owner.
         """
+        if self.closed:
+            return
         self.closed = True
+        self._memory.release(self._filter)
+        self._filter = None
         self._cf.clear()
         self._handle.clear()
         self._db.close()
@@ -332,7 +403,11 @@ class Join:
         if self.waiting and not self._orphans.keys().isdisjoint(ids):
             return True
         keys = [eid.encode() for eid in ids]
-        if self._cf["P"].get(keys).count(None) != len(keys):
+        held = ids
+        if self._filter is not None and self._filter.useful:
+            held = [ids[i] for i in np.flatnonzero(self._filter.may_hold(ids)).tolist()]
+        if held and self._cf["P"].get(keys if held is ids else [eid.encode() for eid in held]
+                                    ).count(None) != len(held):
             return True
         return bool(self.waiting) and self._cf["O"].get(keys).count(None) != len(keys)
 
@@ -455,6 +530,8 @@ class Join:
             batch.put(_sortable(value["x"]) + kind.encode() + tag, orjson.dumps(value["i"]),
                       handle["X"])
             if kind == "P":  # a put per prediction, with no Python frame per row
+                if self._filter is not None:
+                    self._filter.add(value["i"])
                 rows = self._codec.encode(int(number), value["m"], value["t"], value["p"])
                 deque(map(batch.put, map(str.encode, value["i"]), rows, repeat(handle["P"])),
                       maxlen=0)
@@ -517,6 +594,8 @@ class Join:
         batch.put(_sortable(value["x"]) + kind.encode() + tag, orjson.dumps(ids),
                   self._handle["X"])
         if kind == "P":
+            if self._filter is not None:
+                self._filter.add(ids)
             rows = self._codec.encode(seq, value["m"], value["t"], value["p"])
         elif kind == "L":
             rows = [tag] * len(keys)

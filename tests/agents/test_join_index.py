@@ -9,7 +9,14 @@ from typing import Any
 import orjson
 import pytest
 
-from agents.join_index import CHUNK_CHARS, ROW_CHARS_MIN, Join
+from agents.join_index import (
+    CHUNK_CHARS,
+    FILTER_BYTES,
+    FILTERS_BYTES,
+    ROW_CHARS_MIN,
+    Join,
+    Memory,
+)
 
 CHUNK_ROWS = CHUNK_CHARS // ROW_CHARS_MIN  # rows of short ids and models per chunk
 
@@ -356,3 +363,38 @@ def test_names_past_the_code_table_are_written_as_json(tmp_path: Path,
     assert join._codec.names == ["m1"]
     assert join._cf["P"][b"a"][8:9] == b"["
     assert join._cf["P"][b"c"][8] == 0
+
+
+@pytest.mark.parametrize("filter_bytes", [8 << 20, 64, 8])
+def test_the_id_filter_never_hides_a_held_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            filter_bytes: int) -> None:
+    """Ids held (written by a flush, or rebuilt from chunks) are found through the filter,
+    also when a tiny filter says "maybe" for everything or has filled past its use; new
+    ids are not."""
+    monkeypatch.setattr("agents.join_index.FILTER_BYTES", filter_bytes)
+    log = Changelog()
+    first = Join(tmp_path / "first", Memory())
+    held = ids("h", 3000)
+    for start in range(0, len(held), 500):
+        predict(first, held[start:start + 500], 10.0)
+        log.flush(first)
+    rebuilt = Join(tmp_path / "rebuilt", Memory())
+    for key, value in log.chunks.items():
+        rebuilt.restore(key, value)
+    for join in (first, rebuilt):
+        assert join._filter is not None
+        assert join._filter.useful == (filter_bytes > 64)
+        assert all(join.holds_any([eid]) for eid in held[::37])
+        assert join.holds_any([*ids("new", 50), held[-1]])
+        assert not join.holds_any(ids("new", 2000))
+
+
+def test_filters_stay_within_the_workers_budget(tmp_path: Path) -> None:
+    memory = Memory()
+    joins = [Join(tmp_path / str(i), memory) for i in range(FILTERS_BYTES // FILTER_BYTES + 2)]
+    assert [j._filter is not None for j in joins].count(True) == FILTERS_BYTES // FILTER_BYTES
+    joins[0].destroy()
+    joins[0].close()  # (twice: nothing is given back twice)
+    assert memory.filters_left == FILTER_BYTES
+    assert Join(tmp_path / "again", memory)._filter is not None
+    assert memory.filters_left == 0
