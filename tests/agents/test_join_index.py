@@ -398,3 +398,18 @@ def test_filters_stay_within_the_workers_budget(tmp_path: Path) -> None:
     assert memory.filters_left == FILTER_BYTES
     assert Join(tmp_path / "again", memory)._filter is not None
     assert memory.filters_left == 0
+
+
+def test_ids_added_one_by_one_are_found_by_the_next_batch_check(join: Join) -> None:
+    """The event-by-event path adds ids one at a time; a run of the same flush that repeats
+    one of them must see it (in the flush), and so must the next flush (in the database)."""
+    join.add_prediction("single", "m", 1.0, 1)
+    predict(join, ids("run", 100), 2.0)
+    assert join.holds_any([*ids("new", 100), "single"])
+    assert join.holds_any(["run7"])
+    assert not join.holds_any(ids("new", 100))
+    join.add_prediction("later", "m", 3.0, 0)
+    Changelog().flush(join)
+    assert join.holds_any(["later"])
+    assert join.holds_any(["single"])
+    assert join.prediction("later") == ("m", 3.0, 0, 0)
