@@ -144,8 +144,8 @@ class _Filter:
     so for 120 ns an id, where the database's lookup of a missing key costs 400-600 ns
     (its own filters sit in many files' cached partitions). An id it may hold is looked up.
 
-    Every id written to P (by `_write` and `restore`, the only writers of a database wiped
-    at each open) is added first, so it never misses one. Ids that expire stay set; once as
+    Every id written to P is added first (by `write_chunks`, or earlier, and by `restore`:
+    the database is wiped at each open), so it never misses one. Ids that expire stay set; once as
     many ids were added as fill half its bits (3 hashes: a 12 % false-positive rate) it is
     no help any more, and every id is looked up, until the next load builds a new one.
     Python's hash of the id (salted per process) gives the bit positions.
@@ -163,29 +163,30 @@ class _Filter:
     def useful(self) -> bool:
         return self.added <= self.capacity
 
-    def _positions(self, ids: list[str]) -> npt.NDArray[np.uint64]:
+    def positions(self, ids: list[str]) -> npt.NDArray[np.uint64]:
         hashed = np.fromiter(map(hash, ids), np.int64, len(ids)).view(np.uint64)
         low, high = hashed & np.uint64(0xFFFF_FFFF), (hashed >> np.uint64(32)) | np.uint64(1)
         steps = np.arange(self.HASHES, dtype=np.uint64)[:, None]
         return ((low + steps * high) & self.mask).ravel()
 
-    def add(self, ids: list[str]) -> None:
+    def add(self, ids: list[str], at: npt.NDArray[np.uint64] | None = None) -> None:
+        """Add `ids` (whose `positions` are `at`, when known)."""
         if not ids or not self.useful:
             return
-        at = self._positions(ids)
+        at = self.positions(ids) if at is None else at
         np.bitwise_or.at(self.bits, at >> np.uint64(3),
                          np.left_shift(np.uint8(1), (at & np.uint64(7)).astype(np.uint8)))
         self.added += len(ids)
 
-    def may_hold(self, ids: list[str]) -> npt.NDArray[np.bool_]:
-        at = self._positions(ids)
+    def may_hold(self, at: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
+        """Per id (of `positions` `at`), whether it may have been added."""
         found = (self.bits[at >> np.uint64(3)] >> (at & np.uint64(7)).astype(np.uint8)) & 1
-        held: npt.NDArray[np.bool_] = found.reshape(self.HASHES, len(ids)).all(axis=0)
+        held: npt.NDArray[np.bool_] = found.reshape(self.HASHES, -1).all(axis=0)
         return held
 
 
-_FIXED_ROWS = np.dtype([("mark", "u1"), ("ts", ">f8"), ("name", ">u2"), ("kind", "u1"),
-                        ("value", ">f8")])
+_FIXED_ROWS = np.dtype([("seq", ">u8"), ("mark", "u1"), ("ts", ">f8"), ("name", ">u2"),
+                        ("kind", "u1"), ("value", ">f8")])
 _KINDS: dict[type, int] = {type(None): 0, bool: 1, int: 2, float: 3, str: 4}
 
 
@@ -195,9 +196,10 @@ class _Predictions:
     A value is the chunk seq (8 bytes) and then, most often, 20 fixed bytes: a zero byte,
     the time (a big-endian double), the model's code (2 bytes), the predicted value's kind
     (1 byte) and the value (a double, or a name's code). numpy makes those for a whole chunk
-    in one pass: a JSON array per row, the other form, cost 215 ns a row against 26. That
-    form (`[model, ts, predicted]`, which starts with `[`) remains for what does not fit:
-    a number predicted in a chunk that also predicts names, or names past the code table.
+    in one pass, seq included: a JSON array per row, the other form, cost 215 ns a row
+    against 26. That form (`[model, ts, predicted]`, which starts with `[`) remains for what
+    does not fit: a number predicted in a chunk that also predicts names, or names past the
+    code table.
 
     Codes are this index's own (it is rebuilt from the chunks at every load), one table for
     model names and predicted names, bounded: past MAX_CODES names the JSON form is used.
@@ -218,6 +220,7 @@ class _Predictions:
                 or not self._coded(models, predicted, kinds):
             return [tag + orjson.dumps(row) for row in zip(models, ts, predicted, strict=True)]
         rows = np.zeros(n, _FIXED_ROWS)
+        rows["seq"] = seq
         rows["ts"] = ts
         rows["name"] = np.fromiter(map(self.codes.__getitem__, models), np.uint16, n)
         if len(kinds) == 1:
@@ -231,8 +234,7 @@ class _Predictions:
             rows["kind"] = np.fromiter(map(_KINDS.__getitem__, map(type, predicted)),
                                        np.uint8, n)
             rows["value"] = [0.0 if p is None else p for p in predicted]
-        fixed = cast(list[bytes], rows.view(np.dtype(("V", _FIXED_ROWS.itemsize))).tolist())
-        return list(map(tag.__add__, fixed))
+        return cast(list[bytes], rows.view(np.dtype(("V", _FIXED_ROWS.itemsize))).tolist())
 
     def _coded(self, models: list[str], predicted: list[Any], kinds: set[type]) -> bool:
         """Give every name a code; False when the table has no room for them."""
@@ -265,7 +267,7 @@ class _Predictions:
         return self.names[name], ts, predicted
 
 
-_FIXED = struct.Struct(">BdHBd")  # `_FIXED_ROWS`, one at a time
+_FIXED = struct.Struct(">BdHBd")  # `_FIXED_ROWS` after the seq, one at a time
 
 
 class Join:
@@ -302,6 +304,10 @@ class Join:
         self._chunk_row: list[int] = []
         self._chunk_seq: list[int] = []
         self._predictions: dict[str, int] = {}
+        # The id filter holds this flush's ids too: a batch's as it is added (from the
+        # positions its check just computed), the others' (`_unfiltered`) before the write.
+        self._checked: tuple[list[str], npt.NDArray[np.uint64] | None] = ([], None)
+        self._unfiltered: list[str] = []
         # This flush's labels and waiting labels, few per event, as rows (each with its
         # chunk seq last), and by id for reads (an orphan joined this flush is None:
         # deleted at the next write).
@@ -405,7 +411,9 @@ class Join:
         keys = [eid.encode() for eid in ids]
         held = ids
         if self._filter is not None and self._filter.useful:
-            held = [ids[i] for i in np.flatnonzero(self._filter.may_hold(ids)).tolist()]
+            at = self._filter.positions(ids)
+            self._checked = (ids, at)  # (new ones next: `add_predictions`)
+            held = [ids[i] for i in np.flatnonzero(self._filter.may_hold(at)).tolist()]
         if held and self._cf["P"].get(keys if held is ids else [eid.encode() for eid in held]
                                     ).count(None) != len(held):
             return True
@@ -439,6 +447,11 @@ class Join:
         self._ts.extend(ts)
         self._predicted.extend(predicted)
         self._predictions.update(zip(ids, range(first, first + n), strict=True))
+        if self._filter is not None and self._checked[0] is ids:
+            self._filter.add(ids, self._checked[1])
+        else:
+            self._unfiltered.extend(ids)
+        self._checked = ([], None)
         self.joinable += n
 
     def add_prediction(self, eid: str, model: str, ts: float, predicted: Any) -> None:
@@ -449,6 +462,7 @@ class Join:
         self._ts.append(ts)
         self._predicted.append(predicted)
         self._predictions[eid] = row
+        self._unfiltered.append(eid)
         self.joinable += 1
 
     def _new_chunk(self, row: int, seq: int) -> None:
@@ -511,6 +525,10 @@ class Join:
                 self.next_seq[kind] = seq + 1
             rows.clear()
             self._filled[kind] = 0
+        if self._filter is not None:  # (before the ids are in the database)
+            self._filter.add(self._unfiltered)
+        self._unfiltered.clear()
+        self._checked = ([], None)
         if not self.closed:
             self._write(chunks)
         for column in (self._ids, self._models, self._ts, self._predicted, self._chunk_row,
@@ -530,8 +548,6 @@ class Join:
             batch.put(_sortable(value["x"]) + kind.encode() + tag, orjson.dumps(value["i"]),
                       handle["X"])
             if kind == "P":  # a put per prediction, with no Python frame per row
-                if self._filter is not None:
-                    self._filter.add(value["i"])
                 rows = self._codec.encode(int(number), value["m"], value["t"], value["p"])
                 deque(map(batch.put, map(str.encode, value["i"]), rows, repeat(handle["P"])),
                       maxlen=0)
