@@ -343,3 +343,12 @@ def test_columnar_messages_count_as_their_events_one_by_one(tmp_path: Path) -> N
     join, alone = together.logic.joins[0], apart.logic.joins[0]
     assert (join.joinable, join.duplicates, together.labelled()) == (
         alone.joinable, alone.duplicates, apart.labelled()) == (1442, 1, 1)
+    # what the join holds for each prediction, in the flush and once written, is the same
+    sample = [f"c{i}" for i in range(0, 1700, 97)] + ["k1", "k2", "c1400"]
+    held = [join.prediction(eid) for eid in sample]
+    assert held == [alone.prediction(eid) for eid in sample]
+    for rig in (together, apart):
+        asyncio.run(rig.logic.before_flush(rig.shard, None))  # type: ignore[arg-type]
+    assert [join.prediction(eid) for eid in sample] == held
+    assert [alone.prediction(eid) for eid in sample] == held
+    assert held[1] == ("churn", 409.7, 1, 1)
