@@ -39,8 +39,12 @@ class FactoryClient:
     """Batched, non-blocking emission of contract events."""
 
     def __init__(self, settings: Settings, *, batch_size: int = 500, linger_s: float = 0.05,
-                 max_buffered: int = 200_000) -> None:
+                 max_buffered: int = 200_000, columnar: bool = True) -> None:
+        """`columnar=False` sends batches as JSON arrays: for other consumers of the input
+        topics that read only the contract's first two forms (the worker reads all three;
+        arrays cost it about twice as much per event)."""
         self.settings = settings
+        self.columnar = columnar
         self.topics = Topics(settings.topic_prefix)
         self.batch_size = batch_size
         self.linger_s = linger_s
@@ -152,8 +156,7 @@ class FactoryClient:
         for (topic, partition), events in batches.items():
             for start in range(0, len(events), self.batch_size):
                 chunk = events[start:start + self.batch_size]
-                value = orjson.dumps(columnar.encode(chunk) if len(chunk) > 1 else chunk[0])
-                future = await self._producer.send(self.topics.name(topic), value,
+                future = await self._producer.send(self.topics.name(topic), self.value(chunk),
                                                    partition=partition)
                 sent.append(((topic, partition), chunk, future))
         results = await asyncio.gather(*(f for _, _, f in sent), return_exceptions=True)
@@ -167,6 +170,12 @@ class FactoryClient:
                 self.sent_events += len(chunk)
         if failed is not None:
             raise failed
+
+    def value(self, events: list[JSON]) -> bytes:
+        """One message's value: a lone event as an object, a batch in columns or an array."""
+        if len(events) == 1:
+            return orjson.dumps(events[0])
+        return orjson.dumps(columnar.encode(events) if self.columnar else events)
 
     async def _sender(self) -> None:
         while True:
