@@ -145,9 +145,10 @@ class _Filter:
     (its own filters sit in many files' cached partitions). An id it may hold is looked up.
 
     Every id written to P is added first (by `write_chunks`, or earlier, and by `restore`:
-    the database is wiped at each open), so it never misses one. Ids that expire stay set; once as
-    many ids were added as fill half its bits (3 hashes: a 12 % false-positive rate) it is
-    no help any more, and every id is looked up, until the next load builds a new one.
+    the database is wiped at each open), so it never misses one. Ids that expire stay set;
+    once as many ids were added as fill half its bits (3 hashes: a 12 % false-positive
+    rate) it is no help any more, and every id is looked up, until the next load builds a
+    new one.
     Python's hash of the id (salted per process) gives the bit positions.
     """
 
@@ -213,11 +214,11 @@ class _Predictions:
 
     def encode(self, seq: int, models: list[str], ts: list[float],
                predicted: list[Any]) -> list[bytes]:
-        tag = _seq(seq)
         n = len(models)
         kinds = set(map(type, predicted))
         if (len(kinds) > 1 and str in kinds) or not kinds <= _KINDS.keys() \
                 or not self._coded(models, predicted, kinds):
+            tag = _seq(seq)
             return [tag + orjson.dumps(row) for row in zip(models, ts, predicted, strict=True)]
         rows = np.zeros(n, _FIXED_ROWS)
         rows["seq"] = seq
@@ -408,16 +409,15 @@ class Join:
             return True
         if self.waiting and not self._orphans.keys().isdisjoint(ids):
             return True
-        keys = [eid.encode() for eid in ids]
-        held = ids
+        held = ids  # those the database may hold: all, or what the filter cannot rule out
         if self._filter is not None and self._filter.useful:
             at = self._filter.positions(ids)
             self._checked = (ids, at)  # (new ones next: `add_predictions`)
             held = [ids[i] for i in np.flatnonzero(self._filter.may_hold(at)).tolist()]
-        if held and self._cf["P"].get(keys if held is ids else [eid.encode() for eid in held]
-                                    ).count(None) != len(held):
+        if held and self._cf["P"].get([eid.encode() for eid in held]).count(None) != len(held):
             return True
-        return bool(self.waiting) and self._cf["O"].get(keys).count(None) != len(keys)
+        return bool(self.waiting) and self._cf["O"].get([eid.encode() for eid in ids]).count(
+            None) != len(ids)
 
     # -- changes of this flush -----------------------------------------------------------
 

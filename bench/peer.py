@@ -146,7 +146,8 @@ sdf = app.dataframe(topic)
 
 def rows(doc):
     """A columnar batch's events (see schemas/columnar.py): a list per field or one value
-    for all, features an object of such columns."""
+    for all, features an object of such columns. (Written out here: this environment has
+    Quix, not the project's packages, so it cannot call schemas.columnar.explode.)"""
     columns = doc["_columns"]
     n = len(columns["event_id"])
     out = [{} for _ in range(n)]

@@ -84,10 +84,10 @@ def decode_columns(doc: JSON, value: bytes, validate: Validator,
         columns, size = columnar.shape(doc, len(value) * columnar.CELLS_PER_BYTE)
     except columnar.ShapeError as exc:
         return [], [Rejection(f"columnar batch: {exc}", None, None, value)]
-    checked = columnar.check(validate.specs, columns, size)
+    checked = columnar.check(validate, columns, size)
     if checked is not None:
         return checked, []
-    names = tuple(spec.name for spec in validate.specs)
+    names = validate.names
     events: list[JSON] = []
     errors: list[tuple[int, ValidationError]] = []
     bad = 0

@@ -36,6 +36,8 @@ from schemas.fields import (
     FieldSpec,
     Scalar,
     ValidationError,
+    Validator,
+    bounds,
 )
 
 KEY = "_columns"
@@ -144,32 +146,28 @@ def explode(columns: JSON, size: int, names: tuple[str, ...], start: int = 0,
     `names` only, each event with the values that are not null; `features` from its
     columns when it is an object of them."""
     stop = size if stop is None else min(stop, size)
-    n = stop - start
-    rows: list[JSON] = [{} for _ in range(n)]
+    rows: list[JSON] = [{} for _ in range(stop - start)]
     for name in names:
         value = columns.get(name)
         if name == FEATURES and type(value) is dict:
-            for row, feature in zip(rows, _feature_rows(value, start, stop), strict=True):
-                if feature:
-                    row[FEATURES] = feature
-        elif type(value) is list:
-            for row, item in zip(rows, value[start:stop], strict=True):
-                if item is not None:
-                    row[name] = item
-        elif value is not None:
-            for row in rows:
-                row[name] = value
+            features: list[JSON] = [{} for _ in rows]
+            for feature, column in value.items():
+                _spread(features, feature, column, start)
+            for row, feature_row in zip(rows, features, strict=True):
+                if feature_row:
+                    row[FEATURES] = feature_row
+        else:
+            _spread(rows, name, value, start)
     return rows
 
 
-def _feature_rows(features: JSON, start: int, stop: int) -> list[JSON]:
-    rows: list[JSON] = [{} for _ in range(stop - start)]
-    for name, value in features.items():
-        column = value[start:stop] if type(value) is list else [value] * (stop - start)
-        for row, item in zip(rows, column, strict=True):
-            if item is not None:
-                row[name] = item
-    return rows
+def _spread(rows: list[JSON], name: str, value: Any, start: int) -> None:
+    """Set field `name` of the events `rows` (from event `start` on) from its column, or
+    from the one value for all; null sets nothing."""
+    column = value[start:start + len(rows)] if type(value) is list else [value] * len(rows)
+    for row, item in zip(rows, column, strict=True):
+        if item is not None:
+            row[name] = item
 
 
 # -- the fast check ----------------------------------------------------------------------
@@ -177,13 +175,13 @@ def _feature_rows(features: JSON, start: int, stop: int) -> list[JSON]:
 _STARTS_RESERVED = methodcaller("startswith", "_")
 
 
-def check(specs: tuple[FieldSpec, ...], columns: JSON, size: int) -> Columns | None:
+def check(validator: Validator, columns: JSON, size: int) -> Columns | None:
     """The batch as `Columns` when every event passes its record's checks; None when one
     might not (its events are then checked one by one)."""
     values: dict[str, Any] = {}
     numbers: dict[str, Floats] = {}
     features: dict[str, Floats] = {}
-    for spec in specs:
+    for spec in validator.specs:
         value = columns.get(spec.name)
         if type(value) is list:
             present = set(map(type, value))
@@ -206,8 +204,7 @@ def check(specs: tuple[FieldSpec, ...], columns: JSON, size: int) -> Columns | N
         elif spec.type is float or spec.type is int:
             numbers[spec.name] = np.full(size, float(value))
         values[spec.name] = value
-    return Columns(size, tuple(spec.name for spec in specs), values, numbers, features,
-                   columns)
+    return Columns(size, validator.names, values, numbers, features, columns)
 
 
 def _value_passes(spec: FieldSpec, value: Any) -> bool:
@@ -251,8 +248,7 @@ def _numbers(column: list[Any], integers: bool, meta: dict[str, Any]) -> Floats 
         array = np.array(column, dtype=np.float64)
     except OverflowError:  # an integer too large for a double
         return None
-    low = max(-MAX_MAGNITUDE, meta["ge"]) if meta.get("ge") is not None else -MAX_MAGNITUDE
-    high = min(MAX_MAGNITUDE, meta["le"]) if meta.get("le") is not None else MAX_MAGNITUDE
+    low, high = bounds(meta)
     known = array[~np.isnan(array)] if np.isnan(array).any() else array
     if known.size and not (low <= known.min() and known.max() <= high):
         return None

@@ -51,6 +51,14 @@ def constraint(
 # (64-bit integers). Fields whose sums or products feed a metric have tighter limits.
 MAX_MAGNITUDE = float(2**53)
 
+
+def bounds(meta: dict[str, Any]) -> tuple[float, float]:
+    """A number field's inclusive bounds (`ge`, `le`) folded into +-2**53; `gt`, when set,
+    is tested on its own."""
+    low = max(-MAX_MAGNITUDE, meta["ge"]) if meta.get("ge") is not None else -MAX_MAGNITUDE
+    high = min(MAX_MAGNITUDE, meta["le"]) if meta.get("le") is not None else MAX_MAGNITUDE
+    return low, high
+
 # Characters no name may hold: C0/C1 controls, line and paragraph separators, and the
 # invisible format characters (zero-width spaces and joiners, bidirectional overrides and
 # isolates, the byte-order mark, interlinear annotation and tag characters) that make two
@@ -265,6 +273,7 @@ class Validator:
 
     def __init__(self, record: type[Any]) -> None:
         self.specs = field_specs(record)
+        self.names = tuple(spec.name for spec in self.specs)
         self._passes = _compile_passes(self.specs)
 
     def one(self, event: JSON) -> JSON:
@@ -331,8 +340,7 @@ def _compile_passes(specs: tuple[FieldSpec, ...]) -> Callable[[JSON], bool]:
     def number(x: str, meta: dict[str, Any], integer: bool = False) -> str:
         """The test that fails a number: one chained comparison, the record's bounds folded
         into +-2**53 (NaN fails it)."""
-        low = max(-MAX_MAGNITUDE, meta["ge"]) if meta.get("ge") is not None else -MAX_MAGNITUDE
-        high = min(MAX_MAGNITUDE, meta["le"]) if meta.get("le") is not None else MAX_MAGNITUDE
+        low, high = bounds(meta)
         above = f" or {x} <= {meta['gt']!r}" if meta.get("gt") is not None else ""
         kind = (f"type({x}) is not int" if integer else
                 f"(type({x}) is not float and type({x}) is not int)")

@@ -164,8 +164,8 @@ def test_the_column_check_passes_only_batches_whose_events_all_pass_unchanged(
         _, n = columnar.shape(doc)  # (n changes when the wild value is an array)
     except columnar.ShapeError:
         return  # rejected whole (an array drawn as the value for every event)
-    names = tuple(spec.name for spec in validator.specs)
-    checked = columnar.check(validator.specs, doc["_columns"], n)
+    names = validator.names
+    checked = columnar.check(validator, doc["_columns"], n)
     rows = columnar.explode(doc["_columns"], n, names)
     valid, errors, _ = validator.batch(copy.deepcopy(rows))
     if checked is None:
