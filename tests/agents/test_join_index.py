@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from agents.join_index import (
     ROW_CHARS_MIN,
     Join,
     Memory,
+    _key_order,
 )
 
 CHUNK_ROWS = CHUNK_CHARS // ROW_CHARS_MIN  # rows of short ids and models per chunk
@@ -413,3 +415,25 @@ def test_ids_added_one_by_one_are_found_by_the_next_batch_check(join: Join) -> N
     assert join.holds_any(["later"])
     assert join.holds_any(["single"])
     assert join.prediction("later") == ("m", 3.0, 0, 0)
+
+
+@pytest.mark.parametrize("shape", ["counted", "random", "mixed"])
+def test_key_order_sorts_by_bytes_and_keeps_equal_keys_in_order(shape: str) -> None:
+    """The write's key order: byte order on the first 16 bytes, ties in batch order (the
+    later of two puts of one key must stay the later)."""
+    rng = random.Random(7)
+    if shape == "counted":  # four interleaved runs, as four models' messages come
+        keys = [f"p-{4 * i + k}".encode() for k in range(4) for i in range(2_000)]
+    elif shape == "random":
+        keys = [f"{rng.getrandbits(128):032x}".encode() for _ in range(5_000)]
+    else:  # lengths 0 to 40, shared 16-byte prefixes, and repeats
+        keys = [bytes(rng.choice(b"ab\x01") for _ in range(rng.randint(0, 40)))
+                for _ in range(5_000)]
+        keys += keys[:500]
+    order = _key_order(keys)
+    assert sorted(order) == list(range(len(keys)))
+    ordered = [keys[i][:16] for i in order]
+    assert ordered == sorted(k[:16] for k in keys)
+    for a, b in itertools.pairwise(order):
+        if keys[a][:16] == keys[b][:16]:
+            assert a < b
