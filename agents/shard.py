@@ -574,9 +574,10 @@ class ShardRuntime:
         The messages come in bulk from the consumer's fetches (`BulkReader`), not one by one
         through the stream; the stream's channel is still iterated once, which subscribes the
         topics and makes this agent own their partitions. A batch ends at `max_batch`
-        messages, `max_batch_bytes` of them, or after `flush_interval_s`, whichever comes
-        first: the bytes bound what a flush holds in memory whatever the messages' size,
-        the count lets a flush spread its fixed cost over many one-event messages.
+        messages, `max_batch_bytes` of them, or once its oldest message has waited
+        `flush_interval_s` since its fetch, whichever comes first: the bytes bound what a
+        flush holds in memory whatever the messages' size, the count lets a flush spread
+        its fixed cost over many one-event messages.
         """
         settings = self.settings
         aiter(stream.channel)

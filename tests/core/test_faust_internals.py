@@ -4,6 +4,7 @@ which order, and what it drops, tracks and pauses as Faust's own fetch loop woul
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -222,3 +223,39 @@ def test_a_bulk_acknowledgement_books_what_faust_books_acking_one_message_at_a_t
     assert {(m.tp, m.offset) for m in got._unacked_messages} == {
         (m.tp, m.offset) for m in want._unacked_messages}
     assert [m.acked for m in by_bulk] == [m.acked for m in by_faust] == [True] * len(by_faust)
+
+
+def test_a_batch_waits_from_its_oldest_fetch_not_from_the_take() -> None:
+    """`within` bounds how long a message waits after its fetch: one fetched while the
+    previous batch was applied is taken at once, a fresh one after what is left of it."""
+    async def run() -> None:
+        _, consumer, reader = rig()
+        consumer.fetches.append({P0: [Record(0)]})
+        await consumer._wait_next_records(1.0)
+        await asyncio.sleep(0.3)  # (the previous batch being applied)
+        began = time.monotonic()
+        assert [m.offset for m in await reader.take(100, ANY_SIZE, 0.3)] == [0]
+        assert time.monotonic() - began < 0.1
+        consumer.fetches.append({P0: [Record(1)]})
+        await consumer._wait_next_records(1.0)
+        fetched = time.monotonic()
+        await asyncio.sleep(0.1)
+        consumer.fetches.append({P0: [Record(2)]})
+        await consumer._wait_next_records(1.0)
+        assert [m.offset for m in await reader.take(100, ANY_SIZE, 0.3)] == [1, 2]
+        assert 0.29 < time.monotonic() - fetched < 0.4
+
+    asyncio.run(run())
+
+
+def test_an_empty_reader_waits_for_a_fetch() -> None:
+    async def run() -> None:
+        _, consumer, reader = rig()
+        take = asyncio.ensure_future(reader.take(100, ANY_SIZE, 0.01))
+        await asyncio.sleep(0.1)
+        assert not take.done()
+        consumer.fetches.append({P0: [Record(0)]})
+        await consumer._wait_next_records(1.0)
+        assert [m.offset for m in await asyncio.wait_for(take, 1.0)] == [0]
+
+    asyncio.run(run())
