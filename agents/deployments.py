@@ -27,10 +27,14 @@ class DeploymentLogic:
     def validator(self, src: str) -> Validator | None:
         return VALIDATORS["deployments"]
 
-    def load(self, shard: Shard, items: Iterable[tuple[str, Any]]) -> None:
+    def load(self, shard: Shard, items: Iterable[tuple[str, Any]],
+             version: int | None = None) -> None:
         shard.extra = None
 
     def unload(self, shard: Shard) -> None:
+        return None
+
+    def keep(self, shard: Shard, version: int) -> None:
         return None
 
     def apply(self, shard: Shard, messages: list[Message]) -> list[tuple[Rejection, Message]]:

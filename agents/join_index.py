@@ -6,9 +6,10 @@ came before their prediction), and the label horizon deletes whole chunks. What 
 "is this event_id held, by which model, what did it predict" is derived from those chunks: a
 RocksDB database (`rocksdict`) under `<data_dir>/join/<partition>`, wiped and rebuilt from
 the chunks whenever the shard is loaded, so a crash can never leave it inconsistent (nor
-needs it a write-ahead log). At 100k predictions/s and a 24 h horizon that is billions of
-entries: memory holds only the current flush's rows, counters, and RocksDB's bounded
-memtables and block cache.
+needs it a write-ahead log); only an index closed between flushes by a clean stop is kept,
+for a load at the same changelog offset (`Join.keep`). At 100k predictions/s and a 24 h
+horizon that is billions of entries: memory holds only the current flush's rows, counters,
+and RocksDB's bounded memtables and block cache.
 
 Column families (keys are event ids, seq is 8 bytes big-endian):
   P: seq + a prediction's model, ts and predicted value (`_Predictions`), for its label
@@ -163,11 +164,11 @@ class _Filter:
     so for 120 ns an id, where the database's lookup of a missing key costs 400-600 ns
     (its own filters sit in many files' cached partitions). An id it may hold is looked up.
 
-    Every id written to P is added first (by `write_chunks`, or earlier, and by `restore`:
-    the database is wiped at each open), so it never misses one. Ids that expire stay set;
-    once as many ids were added as fill half its bits (3 hashes: a 12 % false-positive
-    rate) it is no help any more, and every id is looked up, until the next load builds a
-    new one.
+    Every id written to P is added first (by `write_chunks`, or earlier, and at each load
+    by `restore`, or by `refill` for a kept index), so it never misses one. Ids that expire
+    stay set; once as many ids were added as fill half its bits (3 hashes: a 12 %
+    false-positive rate) it is no help any more, and every id is looked up, until the next
+    load builds a new one.
     Python's hash of the id (salted per process) gives the bit positions.
     """
 
@@ -290,16 +291,38 @@ class _Predictions:
 _FIXED = struct.Struct(">BdHBd")  # `_FIXED_ROWS` after the seq, one at a time
 
 
+_KEPT_NOTE = "kept.json"  # what `Join.keep` left, and for which changelog offset
+
+
+def _take_kept(path: Path, version: int | None) -> dict[str, Any] | None:
+    """The note `Join.keep` left in `path` if it was kept for `version`; the note is
+    removed either way, before the files are opened (from then on they may change)."""
+    note = path / _KEPT_NOTE
+    try:
+        kept: dict[str, Any] = orjson.loads(note.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    note.unlink()
+    if version is None or kept.get("version") != version:
+        return None
+    return kept
+
+
 class Join:
-    """The join index of one shard (see the module docstring); `path` is wiped on open.
+    """The join index of one shard (see the module docstring); `path` is wiped on open,
+    unless `keep` left it for this `version` (`reused`: the load then calls `refill`, not
+    `restore`).
 
     Reads see the current flush's changes (kept in memory until `write_chunks`) over the
     database. `joinable` and `waiting` count the entries of P and O, kept as they change.
     """
 
-    def __init__(self, path: Path, memory: Memory | None = None) -> None:
-        shutil.rmtree(path, ignore_errors=True)
-        path.mkdir(parents=True)
+    def __init__(self, path: Path, memory: Memory | None = None,
+                 version: int | None = None) -> None:
+        kept = _take_kept(path, version)
+        if kept is None:
+            shutil.rmtree(path, ignore_errors=True)
+            path.mkdir(parents=True)
         self.path = path
         memory = self._memory = memory or Memory()
         self._filter = memory.filter()
@@ -344,6 +367,57 @@ class Join:
         self.duplicates = 0
         self.unmatched_expired = 0
         self.closed = False
+        self.reused = kept is not None
+        if kept is not None:
+            self._resume(kept)
+
+    # -- kept across a clean stop ----------------------------------------------------------
+
+    def keep(self, version: int) -> None:
+        """Close, leaving the files for the next `Join(path, version=version)` to open
+        as they are, instead of rebuilding them from the chunks.
+
+        `version` names what the chunks were when this index last matched them: the
+        changelog offset the shard's table holds after the last flush, which must be
+        durable (the caller keeps a join only between flushes). A later open reuses the
+        files only at the same offset: a write to the changelog since (another owner's
+        flush) means other chunks, and a rebuild. As Kafka Streams' checkpoint file, the
+        note is removed when the files are opened, so a crash after that rebuilds too.
+        """
+        if self.closed or self._ids or self.new_labelled or self.new_orphans:
+            self.close()  # (a flush's rows not written: not a state to keep)
+            return
+        self._db.flush()  # the memtables to files: there is no write-ahead log to replay
+        state: dict[str, Any] = {
+            "version": version, "next_seq": self.next_seq, "joinable": self.joinable,
+            "waiting": self.waiting, "duplicates": self.duplicates,
+            "unmatched_expired": self.unmatched_expired, "names": self._codec.names}
+        self.close()
+        note = self.path / (_KEPT_NOTE + ".new")
+        note.write_bytes(orjson.dumps(state))
+        note.replace(self.path / _KEPT_NOTE)
+
+    def _resume(self, kept: dict[str, Any]) -> None:
+        """Take up the counters and codes `keep` left. (The id filter is not kept: its
+        bit positions come from Python's hash, salted per process. The load refills it
+        from the chunks' ids, `refill`.)"""
+        self.next_seq = {kind: int(kept["next_seq"][kind]) for kind in KINDS}
+        self.joinable, self.waiting = int(kept["joinable"]), int(kept["waiting"])
+        self.duplicates = int(kept["duplicates"])
+        self.unmatched_expired = int(kept["unmatched_expired"])
+        self._codec.names = list(kept["names"])
+        self._codec.codes = {name: code for code, name in enumerate(self._codec.names)}
+
+    def refill(self, key: str, value: dict[str, Any]) -> None:
+        """What a load does with each chunk of a reused index (`reused`) instead of
+        `restore`: the ids of a P chunk go into the id filter (an id the files hold that the
+        filter lacked would be taken for new). Chunks expired since stay out, and ids
+        written again are added twice, which a Bloom filter does not mind."""
+        parsed = parse_chunk_key(key)
+        if parsed is None:
+            raise ValueError(f"not a chunk key: {key!r}")
+        if parsed[0] == "P" and self._filter is not None:
+            self._filter.add(value["i"])
 
     def close(self) -> None:
         """Release the files (and RocksDB's lock: the column families hold the database).

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import math
+import time
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -34,6 +36,8 @@ from schemas import entities
 from schemas.codec import VALIDATORS, Rejection
 from schemas.columnar import Columns
 from schemas.fields import JSON, Validator
+
+log = logging.getLogger(__name__)
 
 FORWARD_EVENTS = 1000  # per forwarded message, and never more than half the message limit
 
@@ -235,21 +239,35 @@ class PredictionLogic:
     def validator(self, src: str) -> Validator | None:
         return self._validators.get(src)
 
-    def load(self, shard: Shard, items: Iterable[tuple[str, Any]]) -> None:
-        """Rebuild the join index from the chunks, streamed one at a time; one left open by
-        an earlier load of the partition (a failed flush reloads) is closed first."""
+    def load(self, shard: Shard, items: Iterable[tuple[str, Any]],
+             version: int | None = None) -> None:
+        """Rebuild the join index from the chunks, streamed one at a time, or take up the
+        one a clean stop kept at this changelog `version` (its id filter refilled from the
+        chunks); one left open by an earlier load of the partition (a failed flush reloads)
+        is closed first."""
         self.unload(shard)
+        began = time.monotonic()
         join = self.joins[shard.partition] = Join(
-            self.settings.data_dir / "join" / str(shard.partition), self.join_memory)
+            self.settings.data_dir / "join" / str(shard.partition), self.join_memory, version)
+        load = join.refill if join.reused else join.restore
         for local, value in items:
             if parse_chunk_key(local) is not None:
-                join.restore(local, value)
+                load(local, value)
         shard.extra = join
+        log.info("predictions[%d]: join index %s in %.1fs: %d predictions held, %d labels "
+                 "waiting", shard.partition, "kept by the last stop taken up" if join.reused
+                 else "rebuilt from the changelog", time.monotonic() - began, join.joinable,
+                 join.waiting)
 
     def unload(self, shard: Shard) -> None:
         join = self.joins.pop(shard.partition, None)
         if join is not None:
             join.destroy()
+
+    def keep(self, shard: Shard, version: int) -> None:
+        join = self.joins.pop(shard.partition, None)
+        if join is not None:
+            join.keep(version)
 
     def apply(self, shard: Shard, messages: list[Message]) -> list[tuple[Rejection, Message]]:
         join: Join = shard.extra

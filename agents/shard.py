@@ -51,6 +51,7 @@ from core.faust_internals import (
     acknowledge,
     active_partitions,
     as_event,
+    changelog_offset,
     make_durable,
     release,
     rewind,
@@ -374,13 +375,21 @@ class FamilyLogic(Protocol):
     def validator(self, src: str) -> Validator | None:
         """The validator for events of `src`, or None for trusted internal topics."""
 
-    def load(self, shard: Shard, items: Iterable[tuple[str, Any]]) -> None:
+    def load(self, shard: Shard, items: Iterable[tuple[str, Any]],
+             version: int | None = None) -> None:
         """Rebuild the family's extra state from the shard's other stored keys (local
         names), streamed from the table: iterable once, and while it is read the shard's own
-        keys (windows, progress) are still being restored."""
+        keys (windows, progress) are still being restored. `version` is the offset of the
+        table's changelog the keys reflect (None when the store keeps none): what `keep`
+        left for the same version may be taken up instead of rebuilt."""
 
     def unload(self, shard: Shard) -> None:
         """Release what `load` holds outside memory (files): the shard is no longer here."""
+
+    def keep(self, shard: Shard, version: int) -> None:
+        """The worker stops between two flushes (every write durable) with the table's
+        changelog at offset `version`: release what `load` holds, leaving on disk what a
+        load at the same version can take up."""
 
     def apply(self, shard: Shard, messages: list[Message]) -> list[tuple[Rejection, Message]]:
         """Apply a batch to the shard's slots; return rejected events with their messages."""
@@ -457,10 +466,14 @@ class SimpleLogic:
     def validator(self, src: str) -> Validator | None:
         return VALIDATORS[self.topic]
 
-    def load(self, shard: Shard, items: Iterable[tuple[str, Any]]) -> None:
+    def load(self, shard: Shard, items: Iterable[tuple[str, Any]],
+             version: int | None = None) -> None:
         shard.extra = None
 
     def unload(self, shard: Shard) -> None:
+        return None
+
+    def keep(self, shard: Shard, version: int) -> None:
         return None
 
     def entities(self, event: JSON) -> Iterable[str]:
@@ -511,7 +524,7 @@ class ShardRuntime:
             items = ((k[len(prefix):], v) for k, v in self.table.items()
                      if isinstance(k, str) and k.startswith(prefix))
             rest = self._restore(shard, items)
-            self.logic.load(shard, rest)
+            self.logic.load(shard, rest, changelog_offset(self.table, partition))
             deque(rest, maxlen=0)  # what the family did not read restores the shard all the same
             shard.put(FORMAT_KEY, FORMAT, 2)  # what this release writes from now on
             shard.durable_watermark = shard.watermark
@@ -583,8 +596,12 @@ class ShardRuntime:
         aiter(stream.channel)
         self.reader = BulkReader(self.app, self.logic.sources, self.app.conf.stream_buffer_maxsize)
         while True:
-            messages = await self.reader.take(settings.max_batch, settings.max_batch_bytes,
-                                              settings.flush_interval_s)
+            try:
+                messages = await self.reader.take(settings.max_batch, settings.max_batch_bytes,
+                                                  settings.flush_interval_s)
+            except asyncio.CancelledError:  # a stop, between flushes
+                self._keep()
+                raise
             try:
                 await self._process(messages)
             except BaseException:
@@ -592,6 +609,19 @@ class ShardRuntime:
                 # shards reload from their tables and the unacknowledged messages replay.
                 self.shards.clear()
                 raise
+
+    def _keep(self) -> None:
+        """Leave each shard's on-disk state for the next load (`FamilyLogic.keep`): the last
+        flush is durable, so the table's changelog offset names what that state reflects.
+        The shards are dropped: a load (after a restart, or if the agent runs again) takes
+        the state up or rebuilds it."""
+        for partition, shard in self.shards.items():
+            version = changelog_offset(self.table, partition)
+            if version is None:
+                self.logic.unload(shard)
+            else:
+                self.logic.keep(shard, version)
+        self.shards.clear()
 
     async def _process(self, delivered: list[Any]) -> None:
         by_partition: dict[int, list[Message]] = {}

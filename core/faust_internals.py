@@ -325,6 +325,15 @@ def send_changelog(table: Any, event: Any, puts: dict[str, Any], deletes: list[s
     return write
 
 
+def changelog_offset(table: Any, partition: int) -> int | None:
+    """The offset of the last changelog record of `partition` that the table's local store
+    holds (Faust's own bookkeeping, set by recovery and by `apply_local`); None where the
+    store keeps none (the memory store)."""
+    tp = TP(table.changelog_topic.get_topic_name(), partition)
+    offset: int | None = table.data.persisted_offset(tp)
+    return offset
+
+
 async def make_durable(app: Any, writes: Iterable[TableWrite]) -> None:
     """Flush the producer (the changelog writes and every output sent before them), then
     write each table's local store: after this, and only after, may the caller acknowledge

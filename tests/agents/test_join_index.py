@@ -437,3 +437,94 @@ def test_key_order_sorts_by_bytes_and_keeps_equal_keys_in_order(shape: str) -> N
     for a, b in itertools.pairwise(order):
         if keys[a][:16] == keys[b][:16]:
             assert a < b
+
+
+def kept_and_reopened(tmp_path: Path, version: int, log: Changelog,
+                      memory: Memory | None = None) -> Join:
+    """A join kept at changelog offset 7, opened again at `version` and loaded as the
+    worker loads it (`refill` when reused, else `restore`)."""
+    reopened = Join(tmp_path / "j", memory, version)
+    load = reopened.refill if reopened.reused else reopened.restore
+    for key, value in log.chunks.items():
+        load(key, value)
+    return reopened
+
+
+def test_an_index_kept_by_a_clean_stop_is_taken_up_at_the_same_offset(
+        tmp_path: Path) -> None:
+    live = Join(tmp_path / "j")
+    log = Changelog()
+    scenario(live, log)
+    live.duplicates = 3
+    names = [*ids("p", 50), *ids("o", 10), *ids("q", 5), "late", "none"]
+    expected = state(live, names)
+    live.keep(7)
+    assert live.closed
+    reopened = kept_and_reopened(tmp_path, 7, log)
+    assert reopened.reused
+    assert state(reopened, names) == expected
+    assert (reopened.duplicates, reopened.unmatched_expired) == (3, live.unmatched_expired)
+    # the id filter was refilled: held ids are found by the batch check
+    assert reopened.holds_any(["new-1", "q7"])
+    assert not reopened.holds_any(["new-1", "new-2"])
+    # it goes on as the live one would: codes, chunk numbers, expiry
+    predict(reopened, ["z"], 400.0, model="m2")
+    [(new, _)] = reopened.write_chunks()
+    assert new not in log.chunks
+    assert reopened.prediction("z") == ("m2", 400.0, 0, int(new.split("|")[2]))
+    assert reopened.prediction("p3")[:3] == ("m", 100.0, 3)
+    assert sorted(reopened.expire(200.0)) == sorted(k for k in log.chunks
+                                                    if log.chunks[k]["x"] < 200.0)
+    reopened.close()
+    # the note was taken when the files were opened: a crash from then on rebuilds
+    again = Join(tmp_path / "j", version=7)
+    assert not again.reused
+    assert again.joinable == 0
+
+
+@pytest.mark.parametrize("version", [8, None])
+def test_a_kept_index_is_rebuilt_at_another_offset(tmp_path: Path,
+                                                   version: int | None) -> None:
+    """Another owner wrote to the changelog since (or the store keeps no offset)."""
+    live = Join(tmp_path / "j")
+    log = Changelog()
+    scenario(live, log)
+    names = [*ids("p", 50), *ids("o", 10), "late", "none"]
+    expected = state(live, names)
+    live.keep(7)
+    log.chunks.pop("c|P|0")  # (what the other owner's expiry did)
+    reopened = kept_and_reopened(tmp_path, version, log)  # type: ignore[arg-type]
+    assert not reopened.reused
+    assert state(reopened, names) != expected
+    assert reopened.prediction("p1") is None
+
+
+def test_an_index_with_a_flush_unwritten_is_not_kept(tmp_path: Path) -> None:
+    live = Join(tmp_path / "j")
+    log = Changelog()
+    predict(live, ["a"], 1.0)
+    log.flush(live)
+    predict(live, ["b"], 2.0)  # applied, its chunk not written: the stop is not clean
+    live.keep(7)
+    assert live.closed
+    assert not Join(tmp_path / "j", version=7).reused
+
+
+@pytest.mark.parametrize("budget", [0, FILTERS_BYTES])
+def test_a_kept_index_finds_held_ids_with_a_filter_or_without(tmp_path: Path,
+                                                              budget: int) -> None:
+    """Kept without a filter (the worker's filter budget spent), reopened with one (refilled
+    from the chunks) or without (every id looked up in the files)."""
+    memory = Memory()
+    memory.filters_left = 0
+    live = Join(tmp_path / "j", memory)
+    log = Changelog()
+    predict(live, ids("p", 100), 1.0)
+    log.flush(live)
+    live.keep(3)
+    memory.filters_left = budget
+    reopened = kept_and_reopened(tmp_path, 3, log, memory)
+    assert reopened.reused
+    assert (reopened._filter is not None) == bool(budget)
+    assert reopened.holds_any(["x", "p42"])
+    assert not reopened.holds_any(["x", "y"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -114,11 +115,20 @@ def test_unload_deletes_the_files(tmp_path: Path) -> None:
     assert rig.logic.joins == {}
 
 
+class NoOffsetStore(dict[str, Any]):
+    """Faust's memory store: no changelog offset kept."""
+
+    def persisted_offset(self, tp: Any) -> int | None:
+        return None
+
+
 class OnceTable:
     """A table whose items can be read once, as a stream (a list would hold them all)."""
 
+    changelog_topic = SimpleNamespace(get_topic_name=lambda: "shards-predictions-changelog")
+
     def __init__(self, items: dict[str, Any]) -> None:
-        self.data = items
+        self.data = NoOffsetStore(items)
         self.reads = 0
 
     def items(self) -> Any:

@@ -144,6 +144,62 @@ def test_deleted_local_state_is_rebuilt_from_the_changelog(
     _wait_exact(env, predictions, correct)
 
 
+def test_a_clean_stop_keeps_the_join_index_and_a_kill_after_it_rebuilds(
+    env: Env, tmp_path: Path, worker_factory: list[Worker],
+) -> None:
+    """A SIGTERM between flushes keeps each shard's join index with the changelog offset it
+    matches; the next start takes it up instead of rebuilding, and labels of the
+    predictions held before, and those predictions sent again, count as they would have.
+    A SIGKILL after that start (the note is gone once the files are opened) rebuilds."""
+    worker = configured_worker(env, tmp_path, worker_factory, CONFIG)
+    start = (time.time() // 86400 - 1) * 86400
+    chunks, predictions, correct = _workload(20_000, start, seed=5)
+    rng = random.Random(6)
+    half = len(chunks) // 2
+    for chunk in chunks[:half]:
+        _send(env, [chunk[0], []], rng)
+    total = sum(len(c[0]) for c in chunks[:half])
+    wait_for(lambda: sum(t["accepted"] for t in worker.get("/api/v1/ingest")["topics"].values())
+             >= total, what="the first half")
+    assert worker.stop(signal.SIGTERM) == 0
+    notes = sorted(env.state_dir.rglob("kept.json"))
+    print(f"\nstopped after {total:,} predictions; kept: {[n.parent.name for n in notes]}")
+    assert len(notes) == env.partitions
+    worker.start()
+    for chunk in chunks[:half]:  # their labels, and the predictions again (a producer's retry)
+        _send(env, [chunk[0][:500], chunk[1]], rng)
+    labels = sum(len(c[1]) for c in chunks[:half])
+
+    def counters() -> dict[str, float]:
+        return {line.split()[0]: float(line.split()[1])
+                for line in worker.get_text("/metrics").splitlines()
+                if line.startswith(("factory_duplicates", "factory_labels_waiting",
+                                    "factory_predictions_joinable"))}
+
+    def labels_in() -> int:
+        topics = worker.get("/api/v1/ingest")["topics"]
+        return int(topics.get(env.topic("labels"), {}).get("accepted", 0))
+
+    wait_for(lambda: labels_in() == labels, what="the labels")
+    wait_for(lambda: counters().get("factory_duplicates_total") == 500 * half,
+             what="the predictions sent again taken for duplicates")
+    got = counters()
+    print(f"after the restart: {got}")
+    assert got["factory_labels_waiting"] == 0  # every label found its prediction
+    assert got["factory_predictions_joinable"] == total
+    log = worker.log_path.read_text()
+    assert log.count("taken up") == env.partitions
+    assert "rebuilt from the changelog" not in log.split("taken up", 1)[1]
+    assert not list(env.state_dir.rglob("kept.json"))
+    worker.stop(signal.SIGKILL)
+    worker.start()
+    for chunk in chunks[half:]:
+        _send(env, chunk, rng)
+    _wait_exact(env, predictions, correct)
+    log = worker.log_path.read_text().split("taken up")[-1]  # after the kill
+    assert log.count("rebuilt from the changelog") == env.partitions
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_a_broker_restart_mid_stream_loses_nothing(
     own_broker: str, env: Env, tmp_path: Path, worker_factory: list[Worker], sig: signal.Signals,
