@@ -53,6 +53,7 @@ from core.faust_internals import (
     as_event,
     changelog_offset,
     make_durable,
+    partition_items,
     release,
     rewind,
     send_changelog,
@@ -521,7 +522,7 @@ class ShardRuntime:
         if shard is None:
             shard = Shard(self.logic.family, partition, self.settings)
             prefix = f"{partition}|"
-            items = ((k[len(prefix):], v) for k, v in self.table.items()
+            items = ((k[len(prefix):], v) for k, v in partition_items(self.table, partition)
                      if isinstance(k, str) and k.startswith(prefix))
             rest = self._restore(shard, items)
             self.logic.load(shard, rest, changelog_offset(self.table, partition))

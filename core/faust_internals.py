@@ -26,6 +26,7 @@ from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import Array, Int16, Int32, Schema, String
 from faust.events import Event
 from faust.stores.base import SerializedStore
+from faust.stores.rocksdb import Store as RocksDBStore
 from faust.streams import _current_event
 from faust.types import TP
 from faust.types.tuples import ack_lock
@@ -323,6 +324,21 @@ def send_changelog(table: Any, event: Any, puts: dict[str, Any], deletes: list[s
                                    eager_partitioning=True)
                    for key, value in write.puts.items()]
     return write
+
+
+def partition_items(table: Any, partition: int) -> Iterator[tuple[Any, Any]]:
+    """The items of one partition of `table`, decoded as `table.items()` decodes them.
+
+    Faust's `items()` reads the local store of every partition the worker owns, so a worker
+    loading its N shards read all its state N times over (the join's chunks included). A
+    RocksDB store keeps one database per partition (`Store._db_for_partition`, private):
+    that one is read alone. Any other store (the memory store) is read whole."""
+    store = table.data
+    if not isinstance(store, RocksDBStore):
+        yield from table.items()
+        return
+    for key, value in store._visible_items(store._db_for_partition(partition)):
+        yield store._decode_key(key), store._decode_value(value)
 
 
 def changelog_offset(table: Any, partition: int) -> int | None:
