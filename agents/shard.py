@@ -516,6 +516,7 @@ class ShardRuntime:
         # topic partition -> (offset the rewind reads again from, when)
         self.rewound: dict[Any, tuple[int, float]] = {}
         self.reader: BulkReader | None = None
+        self.kept = False  # the agent stopped, leaving its shards' state (`_keep`)
 
     def shard(self, partition: int) -> Shard:
         shard = self.shards.get(partition)
@@ -594,6 +595,7 @@ class ShardRuntime:
         its fixed cost over many one-event messages.
         """
         settings = self.settings
+        self.kept = False
         aiter(stream.channel)
         self.reader = BulkReader(self.app, self.logic.sources, self.app.conf.stream_buffer_maxsize)
         while True:
@@ -617,12 +619,18 @@ class ShardRuntime:
         The shards are dropped: a load (after a restart, or if the agent runs again) takes
         the state up or rebuilds it."""
         for partition, shard in self.shards.items():
-            version = changelog_offset(self.table, partition)
+            try:
+                version = changelog_offset(self.table, partition)
+            except Exception:  # the store already closed: nothing can vouch for the state
+                log.exception("%s[%d]: no changelog offset to keep the state at",
+                              self.logic.family, partition)
+                version = None
             if version is None:
                 self.logic.unload(shard)
             else:
                 self.logic.keep(shard, version)
         self.shards.clear()
+        self.kept = True
 
     async def _process(self, delivered: list[Any]) -> None:
         by_partition: dict[int, list[Message]] = {}
@@ -899,6 +907,8 @@ class ShardRuntime:
         """
         if self.app.rebalancing or self.app.in_recovery:
             return  # the assignment and the tables are not settled yet
+        if self.kept:
+            return  # stopping: a load now would take up what `_keep` left, for nothing
         tps = [tp for tp in active_partitions(self.app) if tp.topic in self.logic.sources]
         if not tps:
             return
