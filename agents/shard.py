@@ -517,6 +517,8 @@ class ShardRuntime:
         self.rewound: dict[Any, tuple[int, float]] = {}
         self.reader: BulkReader | None = None
         self.kept = False  # the agent stopped, leaving its shards' state (`_keep`)
+        # each loaded shard's table changelog offset, as of its load or last flush
+        self.versions: dict[int, int | None] = {}
 
     def shard(self, partition: int) -> Shard:
         shard = self.shards.get(partition)
@@ -526,7 +528,8 @@ class ShardRuntime:
             items = ((k[len(prefix):], v) for k, v in partition_items(self.table, partition)
                      if isinstance(k, str) and k.startswith(prefix))
             rest = self._restore(shard, items)
-            self.logic.load(shard, rest, changelog_offset(self.table, partition))
+            version = self.versions[partition] = changelog_offset(self.table, partition)
+            self.logic.load(shard, rest, version)
             deque(rest, maxlen=0)  # what the family did not read restores the shard all the same
             shard.put(FORMAT_KEY, FORMAT, 2)  # what this release writes from now on
             shard.durable_watermark = shard.watermark
@@ -574,6 +577,7 @@ class ShardRuntime:
         """Drop in-memory state of revoked partitions; the table keeps it for the next owner."""
         gone = set(partitions)
         for partition in gone:
+            self.versions.pop(partition, None)
             shard = self.shards.pop(partition, None)
             if shard is not None:
                 self.logic.unload(shard)
@@ -615,16 +619,12 @@ class ShardRuntime:
 
     def _keep(self) -> None:
         """Leave each shard's on-disk state for the next load (`FamilyLogic.keep`): the last
-        flush is durable, so the table's changelog offset names what that state reflects.
+        flush is durable, so the table's changelog offset after it (read then: Faust closes
+        the table stores before it stops the agents) names what that state reflects.
         The shards are dropped: a load (after a restart, or if the agent runs again) takes
         the state up or rebuilds it."""
         for partition, shard in self.shards.items():
-            try:
-                version = changelog_offset(self.table, partition)
-            except Exception:  # the store already closed: nothing can vouch for the state
-                log.exception("%s[%d]: no changelog offset to keep the state at",
-                              self.logic.family, partition)
-                version = None
+            version = self.versions.get(partition)
             if version is None:
                 self.logic.unload(shard)
             else:
@@ -702,6 +702,8 @@ class ShardRuntime:
             written.append(await self._flush(shards[partition], high,
                                              as_event(self.app, last[partition])))
         await make_durable(self.app, written)
+        for partition in shards:
+            self.versions[partition] = changelog_offset(self.table, partition)
         for shard in shards.values():
             shard.ingest_durable = dict(shard.ingest)
             shard.durable_watermark = self._complete_until(shard)

@@ -200,6 +200,30 @@ def test_a_clean_stop_keeps_the_join_index_and_a_kill_after_it_rebuilds(
     assert log.count("rebuilt from the changelog") == env.partitions
 
 
+def test_sigterms_while_traffic_flows_lose_and_double_nothing(
+    env: Env, tmp_path: Path, worker_factory: list[Worker],
+) -> None:
+    """Stops land wherever they land: between flushes (the index is kept and taken up) or
+    inside one (nothing is kept: the next load rebuilds). Either way every number stays
+    exact."""
+    worker = configured_worker(env, tmp_path, worker_factory, CONFIG)
+    start = (time.time() // 86400 - 1) * 86400
+    chunks, predictions, correct = _workload(60_000, start, seed=7)
+    rng = random.Random(8)
+    stop_after = sorted(rng.sample(range(3, len(chunks) - 2), 3))
+    for index, chunk in enumerate(chunks):
+        _send(env, chunk, rng)
+        time.sleep(0.3)  # (the worker applies each chunk: stops land between or inside)
+        if index in stop_after:
+            time.sleep(rng.uniform(0, 0.5))
+            assert worker.stop(signal.SIGTERM) == 0
+            worker.start()
+    _wait_exact(env, predictions, correct)
+    log = worker.log_path.read_text()
+    print(f"loads after the stops: {log.count('taken up')} taken up, "
+          f"{log.count('rebuilt from the changelog')} rebuilt (the first start's included)")
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_a_broker_restart_mid_stream_loses_nothing(
     own_broker: str, env: Env, tmp_path: Path, worker_factory: list[Worker], sig: signal.Signals,
