@@ -596,7 +596,9 @@ class ShardRuntime:
         messages, `max_batch_bytes` of them, or once its oldest message has waited
         `flush_interval_s` since its fetch, whichever comes first: the bytes bound what a
         flush holds in memory whatever the messages' size, the count lets a flush spread
-        its fixed cost over many one-event messages.
+        its fixed cost over many one-event messages. A flush also stops at the message that
+        brings it to `max_batch_events` events (known as messages are decoded: the rest go
+        back to the reader, first in line), which bounds how long it holds the event loop.
         """
         settings = self.settings
         self.kept = False
@@ -644,7 +646,11 @@ class ShardRuntime:
         # Per (partition, topic): [offset, messages, accepted, rejected] as the batch goes,
         # made `IngestProgress` once at the end (not one object per message).
         counts: dict[tuple[int, str], list[int]] = {}
-        for msg in delivered:
+        events, most = 0, self.settings.max_batch_events
+        for at, msg in enumerate(delivered):
+            if events >= most and self.reader is not None:
+                self.reader.give_back(delivered[at:])  # the next batch's first
+                break
             src = self.logic.sources[msg.topic]
             partition = msg.partition
             shard = shards.get(partition)
@@ -680,6 +686,7 @@ class ShardRuntime:
             count[0] = msg.offset
             count[1] += 1
             count[2] += message.size
+            events += message.size
             by_partition.setdefault(partition, []).append(message)
         for (partition, topic), count in counts.items():
             shards[partition].ingest[topic] = IngestProgress(*count)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import weakref
 from collections import Counter, deque
@@ -227,6 +228,22 @@ class BulkReader:
             if tp in consumer._buffered_partitions and self.held[tp] <= self.limit // 2:
                 consumer.on_buffer_drop(tp)
         return taken
+
+    def give_back(self, messages: list[Any]) -> None:
+        """Messages taken but not applied (a flush ends at its event bound, which is known
+        only once they are decoded): first in line again, and due at once (they have waited
+        their turn). Untracked until taken again: unacknowledged and never acknowledged,
+        no commit passes them, and a rebalance does not wait for them."""
+        unacked = self.app.consumer._unacked_messages
+        for message in reversed(messages):
+            unacked.discard(message)
+            message.tracked = False
+            self.queue.appendleft(message)
+            self.fetched.appendleft(-math.inf)
+            self.queued_bytes += len(message.value or b"")
+            self.held[message.tp] += 1
+        if messages:
+            self.arrived.set()
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Drop what waits of partitions no longer assigned (their next owner reads it)."""

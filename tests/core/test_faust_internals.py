@@ -259,3 +259,28 @@ def test_an_empty_reader_waits_for_a_fetch() -> None:
         assert [m.offset for m in await asyncio.wait_for(take, 1.0)] == [0]
 
     asyncio.run(run())
+
+
+def test_messages_given_back_come_first_at_once_and_untracked() -> None:
+    """A flush that ends at its event bound gives the rest back: they are taken first by
+    the next batch, without waiting, and are not acknowledged-pending meanwhile."""
+    async def run() -> None:
+        _, consumer, reader = rig()
+        consumer.fetches.append({P0: [Record(i, b"x" * 10) for i in range(4)]})
+        await consumer._wait_next_records(1.0)
+        taken = await reader.take(100, ANY_SIZE, 0.01)
+        assert [m.offset for m in taken] == [0, 1, 2, 3]
+        reader.give_back(taken[2:])
+        assert consumer._unacked_messages == set(taken[:2])
+        assert not taken[2].tracked
+        assert (reader.queued_bytes, reader.held[P0]) == (20, 2)
+        consumer.fetches.append({P0: [Record(4, b"x" * 10)]})
+        await consumer._wait_next_records(1.0)
+        began = time.monotonic()
+        again = await reader.take(100, ANY_SIZE, 5.0)  # due at once: the first waited
+        assert time.monotonic() - began < 0.5
+        assert [m.offset for m in again] == [2, 3, 4]
+        assert all(m.tracked for m in again)
+        assert consumer._unacked_messages == set(taken[:2]) | set(again)
+
+    asyncio.run(run())

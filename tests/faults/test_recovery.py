@@ -224,6 +224,26 @@ def test_sigterms_while_traffic_flows_lose_and_double_nothing(
           f"{log.count('rebuilt from the changelog')} rebuilt (the first start's included)")
 
 
+def test_flushes_cut_at_their_event_bound_and_a_kill_lose_and_double_nothing(
+    env: Env, tmp_path: Path, worker_factory: list[Worker],
+) -> None:
+    """`worker.max_batch_events` below two messages' events: every flush gives messages
+    back to the reader (applied by the next one, committed only then), and a SIGKILL lands
+    among them."""
+    config = CONFIG.replace("[worker]\n", "[worker]\nmax_batch_events = 300\n")
+    worker = configured_worker(env, tmp_path, worker_factory, config)
+    start = (time.time() // 86400 - 1) * 86400
+    chunks, predictions, correct = _workload(20_000, start, seed=9)
+    rng = random.Random(10)
+    for index, chunk in enumerate(chunks):
+        _send(env, chunk, rng)
+        if index == len(chunks) // 2:
+            time.sleep(0.5)
+            worker.stop(signal.SIGKILL)
+            worker.start()
+    _wait_exact(env, predictions, correct)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_a_broker_restart_mid_stream_loses_nothing(
     own_broker: str, env: Env, tmp_path: Path, worker_factory: list[Worker], sig: signal.Signals,
