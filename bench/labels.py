@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import re
 import sys
-import tempfile
 import time
 import urllib.request
 import uuid
@@ -32,12 +31,11 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peer import Worker, cpu_seconds, fill, prediction
+from peer import Worker, cpu_seconds, fill, prediction, with_broker
 from throughput import PARTITIONS
 
 from core.topics import route
 from schemas import columnar
-from streams.broker import LocalBroker, free_port
 
 PER_MESSAGE = 500
 LABEL_DELAY_S = 30.0
@@ -137,16 +135,8 @@ def main() -> None:
     parser.add_argument("--random-ids", action="store_true")
     parser.add_argument("--timeout", type=float, default=1800, help="per phase (s)")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="fp-labels-"))
-    if args.bootstrap:
-        asyncio.run(bench(args, args.bootstrap, work))
-        return
-    broker = LocalBroker(work / "broker", port=free_port(span=2), heap="1g")
-    status, _ = broker.start()
-    try:
-        asyncio.run(bench(args, status.bootstrap, work))
-    finally:
-        broker.stop()
+    with_broker(lambda bootstrap, work: bench(args, bootstrap, work), args.bootstrap,
+                "fp-labels-")
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ import urllib.request
 import uuid
 import venv
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -457,14 +457,21 @@ def main() -> None:
     if args.raw_topic:
         print(json.dumps(asyncio.run(raw_consume(args.bootstrap, args.raw_topic, args.events))))
         return
-    work = Path(tempfile.mkdtemp(prefix="fp-peer-"))
-    if args.bootstrap:
-        asyncio.run(bench(args, args.bootstrap, work))
+    with_broker(lambda bootstrap, work: bench(args, bootstrap, work), args.bootstrap, "fp-peer-")
+
+
+def with_broker(run: Callable[[str, Path], Awaitable[None]], bootstrap: str | None,
+                prefix: str) -> None:
+    """`run(bootstrap, work)` in a new work folder, against `bootstrap`, or else a broker
+    started for it with the project's own tooling (stopped after)."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    if bootstrap:
+        asyncio.run(run(bootstrap, work))
         return
     broker = LocalBroker(work / "broker", port=free_port(span=2), heap="1g")
     status, _ = broker.start()
     try:
-        asyncio.run(bench(args, status.bootstrap, work))
+        asyncio.run(run(status.bootstrap, work))
     finally:
         broker.stop()
 

@@ -9,7 +9,7 @@ import signal
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import pytest
@@ -60,6 +60,34 @@ def _send(env: Env, chunk: list[Any], rng: random.Random) -> None:
             messages.append((env.topic(base), rng.randrange(env.partitions),
                              orjson.dumps(events[i:i + 250])))
     produce(env.bootstrap, messages)
+
+
+class _Stopped(NamedTuple):
+    worker: Worker
+    chunks: list[list[Any]]
+    predictions: Counter[Any]
+    correct: Counter[Any]
+    rng: random.Random
+    half: int  # chunks whose predictions were sent before the stop
+    total: int  # those predictions
+
+
+def _half_then_sigterm(env: Env, tmp_path: Path, workers: list[Worker],
+                       seed: int) -> _Stopped:
+    """A worker given the predictions of the first half of a workload (their labels come
+    later), stopped cleanly once it has them all."""
+    worker = configured_worker(env, tmp_path, workers, CONFIG)
+    chunks, predictions, correct = _workload(20_000, (time.time() // 86400 - 1) * 86400,
+                                             seed)
+    rng = random.Random(seed + 1)
+    half = len(chunks) // 2
+    for chunk in chunks[:half]:
+        _send(env, [chunk[0], []], rng)
+    total = sum(len(c[0]) for c in chunks[:half])
+    wait_for(lambda: sum(t["accepted"] for t in worker.get("/api/v1/ingest")["topics"].values())
+             >= total, what="the predictions")
+    assert worker.stop(signal.SIGTERM) == 0
+    return _Stopped(worker, chunks, predictions, correct, rng, half, total)
 
 
 def _final(env: Env) -> dict[tuple[str, float], dict[str, Any]]:
@@ -123,17 +151,8 @@ def test_three_sigkills_one_during_recovery_lose_and_double_nothing(
 def test_deleted_local_state_is_rebuilt_from_the_changelog(
     env: Env, tmp_path: Path, worker_factory: list[Worker],
 ) -> None:
-    worker = configured_worker(env, tmp_path, worker_factory, CONFIG)
-    start = (time.time() // 86400 - 1) * 86400
-    chunks, predictions, correct = _workload(20_000, start, seed=3)
-    rng = random.Random(4)
-    half = len(chunks) // 2
-    for chunk in chunks[:half]:
-        _send(env, [chunk[0], []], rng)  # predictions only: their labels come after the loss
-    total = sum(len(c[0]) for c in chunks[:half])
-    wait_for(lambda: sum(t["accepted"] for t in worker.get("/api/v1/ingest")["topics"].values())
-             >= total, what="the first half")
-    assert worker.stop(signal.SIGTERM) == 0
+    worker, chunks, predictions, correct, rng, half, total = _half_then_sigterm(
+        env, tmp_path, worker_factory, seed=3)
     shutil.rmtree(env.state_dir / "worker")
     print(f"\ndeleted {env.state_dir / 'worker'} after {total:,} predictions")
     worker.start()
@@ -151,17 +170,8 @@ def test_a_clean_stop_keeps_the_join_index_and_a_kill_after_it_rebuilds(
     matches; the next start takes it up instead of rebuilding, and labels of the
     predictions held before, and those predictions sent again, count as they would have.
     A SIGKILL after that start (the note is gone once the files are opened) rebuilds."""
-    worker = configured_worker(env, tmp_path, worker_factory, CONFIG)
-    start = (time.time() // 86400 - 1) * 86400
-    chunks, predictions, correct = _workload(20_000, start, seed=5)
-    rng = random.Random(6)
-    half = len(chunks) // 2
-    for chunk in chunks[:half]:
-        _send(env, [chunk[0], []], rng)
-    total = sum(len(c[0]) for c in chunks[:half])
-    wait_for(lambda: sum(t["accepted"] for t in worker.get("/api/v1/ingest")["topics"].values())
-             >= total, what="the first half")
-    assert worker.stop(signal.SIGTERM) == 0
+    worker, chunks, predictions, correct, rng, half, total = _half_then_sigterm(
+        env, tmp_path, worker_factory, seed=5)
     notes = sorted(env.state_dir.rglob("kept.json"))
     print(f"\nstopped after {total:,} predictions; kept: {[n.parent.name for n in notes]}")
     assert len(notes) == env.partitions
