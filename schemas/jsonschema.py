@@ -1,4 +1,5 @@
-"""Generate (or check) the JSON Schema files of every input and output record.
+"""Generate (or check) the JSON Schema files of every input and output record, and of
+each input's columnar batch.
 
 `python -m schemas.jsonschema` rewrites `schemas/json/`; `--check` exits non-zero when a checked-in
 file differs from what the records say, so CI catches a record changed without its schema.
@@ -13,6 +14,7 @@ from typing import Any, Literal, get_args, get_origin
 
 import orjson
 
+from schemas import columnar
 from schemas.events import INPUT_RECORDS
 from schemas.fields import INVISIBLE_PATTERN, MAX_MAGNITUDE, MAX_STRING, Scalar, field_specs
 from schemas.outputs import OUTPUT_RECORDS
@@ -78,6 +80,54 @@ def record_schema(record: type[Any], direction: str) -> dict[str, Any]:
     }
 
 
+def columnar_schema(record: type[Any]) -> dict[str, Any]:
+    """The JSON Schema of a columnar batch of `record` (`schemas/columnar.py`): what
+    `record_schema` says of a field, said of a column of it: an array of each event's value
+    (null where an event lacks the field) or one value that every event has; `features` an
+    object of such columns. A batch valid here explodes into events that each are. Beyond a
+    schema's reach, the service also requires at least one array and all of one length."""
+    event = record_schema(record, "input")
+    required = event["required"]
+    columns: dict[str, Any] = {}
+    for name, prop in event["properties"].items():
+        value, description = _non_null(prop)
+        item = value if name in required else {"anyOf": [value, _NULL]}
+        column: dict[str, Any] = {"anyOf": [{"type": "array", "items": item}, item]}
+        if name == columnar.FEATURES and value.get("type") == "object" \
+                and "additionalProperties" in value:
+            number = value["additionalProperties"]
+            per_feature = {"anyOf": [{"type": "array", "items": {"anyOf": [number, _NULL]}},
+                                     number, _NULL]}
+            column["anyOf"].insert(0, {"type": "object", "additionalProperties": per_feature})
+        columns[name] = {**column, **description}
+    return {
+        "$schema": _DRAFT,
+        "$id": f"factory-pulse/input/{record.TOPIC}.columnar.schema.json",
+        "title": f"{record.__name__}, a columnar batch",
+        "description": f"A batch of {record.TOPIC} events, field by field (arrays of one "
+                       "length, or one value for every event; at least one array).",
+        "x-topic": record.TOPIC,
+        "type": "object",
+        "properties": {columnar.KEY: {"type": "object", "properties": columns,
+                                      "required": required, "additionalProperties": True}},
+        "required": [columnar.KEY],
+        "additionalProperties": True,
+    }
+
+
+_NULL = {"type": "null"}
+
+
+def _non_null(prop: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A field's schema without its null alternative (and default), and its description."""
+    prop = dict(prop)
+    description = _pop_description(prop)
+    prop.pop("default", None)
+    if "anyOf" in prop and _NULL in prop["anyOf"]:
+        [prop] = [alternative for alternative in prop["anyOf"] if alternative != _NULL]
+    return prop, description
+
+
 def _pop_description(prop: dict[str, Any]) -> dict[str, Any]:
     return {"description": prop.pop("description")} if "description" in prop else {}
 
@@ -90,6 +140,10 @@ def rendered() -> dict[str, bytes]:
             doc = record_schema(record, direction)
             body = orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
             files[f"{direction}.{record.TOPIC}.schema.json"] = body
+    for record in INPUT_RECORDS:
+        body = orjson.dumps(columnar_schema(record),
+                            option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+        files[f"input.{record.TOPIC}.columnar.schema.json"] = body
     return files
 
 
