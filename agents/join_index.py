@@ -222,8 +222,9 @@ class _Predictions:
     does not fit: a number predicted in a chunk that also predicts names, or names past the
     code table.
 
-    Codes are this index's own (it is rebuilt from the chunks at every load), one table for
-    model names and predicted names, bounded: past MAX_CODES names the JSON form is used.
+    Codes are this index's own (made again when it is rebuilt from the chunks, kept with it
+    by `Join.keep`), one table for model names and predicted names, bounded: past MAX_CODES
+    names the JSON form is used.
     """
 
     MAX_CODES = 16_384
@@ -329,7 +330,7 @@ class Join:
         self._db = Rdict(str(path), memory.options(),
                          column_families={name: memory.options() for name in (*KINDS, "X")})
         no_wal = WriteOptions()
-        no_wal.disable_wal = True  # rebuilt from the changelog at every load
+        no_wal.disable_wal = True  # rebuilt from the changelog, or flushed by `keep`
         self._db.set_write_options(no_wal)
         self._cf = {name: self._db.get_column_family(name) for name in (*KINDS, "X")}
         self._handle = {name: self._db.get_column_family_handle(name)

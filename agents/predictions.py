@@ -8,7 +8,8 @@ right one; the client library partitions by the same hash, so it never pays for 
 The join keeps, per shard and for the label horizon, each prediction's model, time and
 predicted value. It lives on the changelog as chunks (one table value per few thousand
 predictions per flush, never one table write per event), and for lookups in an on-disk index
-rebuilt from them at every load (`agents.join_index`): memory does not grow with it.
+rebuilt from them when a shard loads, unless a clean stop kept it (`agents.join_index`):
+memory does not grow with it.
 """
 
 from __future__ import annotations

@@ -25,13 +25,12 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peer import Worker, cpu_seconds, fill, prediction, with_broker
+from peer import Worker, fill, prediction, with_broker
 from throughput import PARTITIONS
 
 from core.topics import route
@@ -87,43 +86,23 @@ async def bench(args: argparse.Namespace, bootstrap: str, work: Path) -> None:
     got = worker.measure(args.events, args.timeout)
     print(f"predictions: {args.events / got['seconds']:,.0f} events/s, "
           f"{got['cpu_us']:.2f} µs CPU an event", flush=True)
-    topic = f"{worker.prefix}labels"
-    await fill_labels(bootstrap, topic, args.events, start, args.random_ids)
-    read_labels(worker, topic, args.events, args.timeout)
+    await fill_labels(bootstrap, f"{worker.prefix}labels", args.events, start,
+                      args.random_ids)
+    worker.log = work / "labels.log"
+    join: list[str] = []
+
+    def counters() -> None:
+        with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/metrics",
+                                    timeout=30) as resp:
+            join.extend(line for line in resp.read().decode().splitlines() if line.startswith(
+                ("factory_labels_waiting", "factory_duplicates", "factory_predictions_joinable")))
+
+    got = worker.measure(args.events, args.timeout, "labels", counters)
     ids = "random 32-character ids" if args.random_ids else "ids p-<n>"
-    print(f"({ids})")
-
-
-def read_labels(worker: Worker, topic: str, n: int, timeout_s: float) -> None:
-    """Restart the worker and time it from its "Ready" until its ingest count holds every
-    label; print the rate, the CPU, the join's counters and the longest loop block."""
-    worker.log = worker.log.with_name("labels.log")
-    proc = worker.start()
-    began = cpu_seconds(proc.pid)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        counts = get(worker, "/api/v1/ingest")["topics"].get(topic, {})
-        if counts.get("accepted", 0) + counts.get("rejected", 0) >= n:
-            break
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise SystemExit(f"the worker read {counts} of {n:,} labels")
-        time.sleep(0.05)
-    seconds = time.time() - worker.ready()
-    cpu = cpu_seconds(proc.pid) - began
-    join = [line for line in get(worker, "/metrics").splitlines() if line.startswith(
-        ("factory_labels_waiting", "factory_duplicates", "factory_predictions_joinable"))]
-    worker.stop()
-    print(f"labels: {n / seconds:,.0f} events/s, {cpu / n * 1e6:.2f} µs CPU an event "
-          f"({counts.get('rejected', 0)} rejected)")
+    print(f"labels: {args.events / got['seconds']:,.0f} events/s, {got['cpu_us']:.2f} µs CPU "
+          f"an event ({ids})")
     print(f"join afterwards: {', '.join(join)}")
     print(f"longest event-loop block logged while reading labels: {longest_block(worker.log)} s")
-
-
-def get(worker: Worker, path: str) -> Any:
-    """A page of the worker's web server: JSON decoded, else text."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}{path}", timeout=30) as resp:
-        body = resp.read()
-    return orjson.loads(body) if path.startswith("/api/") else body.decode()
 
 
 def main() -> None:

@@ -249,17 +249,19 @@ class Worker:
             time.sleep(0.2)
         return self.proc
 
-    def ingested(self) -> tuple[int, int]:
-        """(accepted, rejected) events of the predictions topic, durable and acknowledged."""
+    def ingested(self, base: str = "predictions") -> tuple[int, int]:
+        """(accepted, rejected) events of an input topic, durable and acknowledged."""
         url = f"http://127.0.0.1:{self.port}/api/v1/ingest"
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            counts = orjson.loads(resp.read())["topics"].get(f"{self.prefix}predictions", {})
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            counts = orjson.loads(resp.read())["topics"].get(f"{self.prefix}{base}", {})
         return int(counts.get("accepted", 0)), int(counts.get("rejected", 0))
 
-    def measure(self, expect: int, timeout_s: float) -> dict[str, float]:
+    def measure(self, expect: int, timeout_s: float, base: str = "predictions",
+                before_stop: Callable[[], None] | None = None) -> dict[str, float]:
         """(b): from the worker's "Ready" (logged once its partitions are assigned, its
         tables recovered and its streams seeked: the first fetch comes next) to the moment
-        its ingest count holds every event."""
+        its ingest count of input `base` holds every event; `before_stop` is called while
+        the worker still runs."""
         proc = self.start()
         began = cpu_seconds(proc.pid)
         deadline = time.monotonic() + timeout_s
@@ -268,7 +270,7 @@ class Worker:
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise SystemExit(f"worker ingested {got} of {expect}:\n"
                                  f"{self.log.read_text()[-3000:]}")
-            got, rejected = self.ingested()
+            got, rejected = self.ingested(base)
             time.sleep(0.02)
         last = time.time()
         spent = cpu_seconds(proc.pid) - began
@@ -276,6 +278,8 @@ class Worker:
             raise SystemExit(f"the worker rejected {rejected} events: see the "
                              f"{self.prefix}deadletter topic")
         rss = peak_rss_mb(proc.pid)
+        if before_stop is not None:
+            before_stop()
         self.stop()
         return {"events": expect, "seconds": last - self.ready(), "rss_mib": rss,
                 "cpu_us": spent / expect * 1e6}
